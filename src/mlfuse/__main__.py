@@ -1,0 +1,7 @@
+"""``python -m mlfuse`` = the ``mlfuse`` command."""
+
+import sys
+
+from mlfuse.cli.main import main
+
+sys.exit(main())

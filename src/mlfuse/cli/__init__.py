@@ -1,0 +1,1 @@
+"""The ``mlfuse`` command line."""

@@ -1,0 +1,102 @@
+"""``mlfuse fuse``: one pair or two folders, roles always explicit."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from mlfuse.data.color import COLOR_MODES
+from mlfuse.data.pairs import find_modality_dirs
+from mlfuse.errors import InputError, MLFuseError
+from mlfuse.fuse import DEVICES, OUTPUT_RULES, PRECISIONS, fuse_folder, fuse_pair, resolve_device
+from mlfuse.data.io import write_image
+from mlfuse.registry import create_model
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fuse", help="fuse an image pair or two folders of pairs",
+        description="Fuse a structural image (visible/MRI) with a functional one (infrared/CT/PET/SPECT). "
+                    "Give files, folders (paired by file stem), or --root with two modality sub-folders.",
+    )
+    p.add_argument("--structural", "--vis", "--mri", dest="structural", metavar="PATH",
+                   help="visible / MRI image or folder")
+    p.add_argument("--functional", "--ir", "--ct", "--pet", "--spect", dest="functional", metavar="PATH",
+                   help="infrared / CT / PET / SPECT image or folder")
+    p.add_argument("--root", metavar="DIR", help="folder holding two modality sub-folders (vi/ir, mri/ct, ...)")
+    p.add_argument("--subdirs", metavar="S,F", help="names of the structural and functional sub-folders "
+                   "under --root (default: detect vi|visible|mri and ir|ct|pet|spect)")
+    p.add_argument("-o", "--output", required=True, metavar="PATH",
+                   help="output file (one pair) or folder (folders)")
+    p.add_argument("--model", default="mlfuse", help="registered method (see `mlfuse models`)")
+    p.add_argument("--weights", default="default", help="checkpoint file or release name (default: the model's)")
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS))
+    p.add_argument("--color", default="ycbcr", choices=COLOR_MODES,
+                   help="colour output: full-range YCbCr (default), the authors' MATLAB tool, or gray")
+    p.add_argument("--intensity", default=None, choices=OUTPUT_RULES,
+                   help="minmax: the authors' per-image stretch (default); clamp: unstretched")
+    p.add_argument("--ext", default="png", help="output format for folder runs (default png)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--skip-existing", action="store_true", help="folder runs: leave existing outputs alone")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def _inputs(args: argparse.Namespace) -> tuple[Path, Path]:
+    if args.root:
+        if args.structural or args.functional:
+            raise MLFuseError("give either --root or the two role options, not both")
+        subdirs = None
+        if args.subdirs:
+            names = [n.strip() for n in args.subdirs.replace("/", ",").split(",")]
+            if len(names) != 2 or not all(names):
+                raise MLFuseError(f"--subdirs '{args.subdirs}': expected STRUCTURAL,FUNCTIONAL, e.g. mri,ct")
+            subdirs = (names[0], names[1])
+        return find_modality_dirs(args.root, subdirs)
+    if not args.structural or not args.functional:
+        raise MLFuseError("need both roles: --vis/--mri/--structural and --ir/--ct/--pet/--spect/--functional "
+                          "(or --root DIR)")
+    return Path(args.structural), Path(args.functional)
+
+
+def run(args: argparse.Namespace) -> int:
+    s_path, f_path = _inputs(args)
+    folder_mode = s_path.is_dir() or f_path.is_dir()
+    if folder_mode and not (s_path.is_dir() and f_path.is_dir()):
+        file_one = f_path if s_path.is_dir() else s_path
+        raise InputError(f"{file_one}: expected a folder like the other role's input (or give two files)")
+    opts = {"color": args.color, "output": args.intensity, "precision": args.precision}
+    out = Path(args.output)
+    if not folder_mode:  # read inputs before building the model: a bad file fails fast
+        from mlfuse.data.io import read_image
+
+        s_img, f_img = read_image(s_path), read_image(f_path)
+        if out.is_dir():
+            out = out / f"{s_path.stem}.png"
+        if out.exists() and not args.overwrite:
+            raise MLFuseError(f"{out}: already exists (pass --overwrite to replace it)")
+    model = create_model(args.model, weights=args.weights, device=resolve_device(args.device))
+    if not folder_mode:
+        write_image(fuse_pair(model, s_img.pixels, f_img.pixels, **opts), out, overwrite=args.overwrite)
+        if not args.quiet:
+            print(f"wrote {out}", file=sys.stderr)
+        return 0
+    if out.exists() and not out.is_dir():
+        raise MLFuseError(f"{out}: is a file; folder runs need an output folder")
+    report = fuse_folder(model, s_path, f_path, out, ext=args.ext, overwrite=args.overwrite,
+                         skip_existing=args.skip_existing, quiet=args.quiet,
+                         report=lambda line: tqdm.write(line, file=sys.stderr), **opts)
+    n_pairs = len(report.pairing.pairs)
+    unpaired = len(report.pairing.problems())
+    summary = (f"{len(report.written)} of {n_pairs} pairs fused into {out}"
+               + (f", {len(report.skipped)} skipped (exist)" if report.skipped else "")
+               + (f", {len(report.failed)} failed" if report.failed else "")
+               + (f", {unpaired} file(s) unpaired" if unpaired else ""))
+    print(summary, file=sys.stderr)
+    if n_pairs == 0:
+        raise InputError(f"no pairs found between {s_path} and {f_path} (files pair by identical stem)")
+    return 1 if report.failed else 0

@@ -1,0 +1,28 @@
+"""``mlfuse models``: the registered methods with their roles, size rules and weights."""
+
+from __future__ import annotations
+
+import argparse
+
+from mlfuse.registry import get_card, list_models
+from mlfuse.weights.store import release_path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list registered methods")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    for name in list_models():
+        card = get_card(name)
+        if card.default_weights is None:
+            weights = "none by default (pass --weights)" if card.needs_weights else "not needed"
+        else:
+            have = release_path(card.default_weights).is_file() if card.default_weights in card.releases else True
+            weights = f"{card.default_weights} ({'cached' if have else 'not fetched'})"
+        print(f"{name}: {card.paper}")
+        print(f"  roles: structural={'/'.join(card.structural)}  functional={'/'.join(card.functional)}")
+        print(f"  min size {card.min_size[0]}x{card.min_size[1]}, multiple of {card.size_multiple}; "
+              f"output rule {card.output_rule}; default weights: {weights}")
+    return 0

@@ -1,0 +1,45 @@
+"""``mlfuse weights list|fetch|path``: named weight releases in the user cache."""
+
+from __future__ import annotations
+
+import argparse
+
+from mlfuse.registry import list_models  # noqa: F401  (registers the releases)
+from mlfuse.weights.store import fetch, list_releases, release_path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("weights", help="list or download weight releases")
+    wsub = p.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
+    lp = wsub.add_parser("list", help="known releases and whether they are cached")
+    lp.set_defaults(run=run_list)
+    fp = wsub.add_parser("fetch", help="download a release into the cache and verify its sha256")
+    fp.add_argument("name")
+    fp.add_argument("--url", help="download from this URL instead (a mirror, or file:///path/to/copy)")
+    fp.add_argument("--force", action="store_true", help="download again even if cached")
+    fp.add_argument("-q", "--quiet", action="store_true")
+    fp.set_defaults(run=run_fetch)
+    pp = wsub.add_parser("path", help="print where a release is stored")
+    pp.add_argument("name")
+    pp.set_defaults(run=run_path)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    list_models()
+    for rel in list_releases():
+        state = "cached" if release_path(rel.name).is_file() else "not fetched"
+        print(f"{rel.name}: {state} - {rel.description}\n  {rel.url}\n  sha256 {rel.sha256}")
+    return 0
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    list_models()
+    path = fetch(args.name, args.url, force=args.force, quiet=args.quiet)
+    print(path)
+    return 0
+
+
+def run_path(args: argparse.Namespace) -> int:
+    list_models()
+    print(release_path(args.name))
+    return 0

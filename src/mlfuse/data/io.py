@@ -1,0 +1,187 @@
+"""Image reading and writing with one-line errors and atomic, no-clobber writes.
+
+Every input becomes an :class:`Image`: integer pixels (uint8 or uint16, never clipped or
+rescaled on load) plus the dtype's maximum, so 8-bit images reach the network exactly as the
+MLFuse authors fed them (PIL ``convert('L')`` / 255) and 16-bit images keep their precision.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+from PIL import UnidentifiedImageError
+
+from mlfuse.data.color import pil_luma
+from mlfuse.errors import InputError, OutputError
+
+#: file extensions treated as images when scanning folders
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".gif")
+
+_TO_RGB = {"RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV", "PA"}
+_TO_L = {"1", "LA", "La"}
+_U16 = {"I;16", "I;16L", "I;16B", "I;16N"}
+
+
+@dataclass(frozen=True)
+class Image:
+    """Integer pixels (H x W gray or H x W x 3 RGB) and the value that means full white."""
+
+    pixels: np.ndarray
+    maxval: int
+    source: str = "<array>"
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width)."""
+        return self.pixels.shape[0], self.pixels.shape[1]
+
+    @property
+    def is_color(self) -> bool:
+        return self.pixels.ndim == 3
+
+    def gray(self) -> np.ndarray:
+        """Float32 luma in [0, 1]: PIL's integer BT.601 luma for 8-bit RGB (what ``convert('L')``
+        gives), the pixels themselves for gray; divided by the dtype's maximum."""
+        g = pil_luma(self.pixels) if self.is_color else self.pixels
+        return g.astype(np.float32) / np.float32(self.maxval)
+
+
+def read_image(path: str | Path) -> Image:
+    """Read an image file; raise :class:`InputError` naming the file and the problem."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder, not an image file")
+    if p.stat().st_size == 0:
+        raise InputError(f"{p}: empty file (0 bytes)")
+    try:
+        with PILImage.open(p) as im:
+            im.load()
+            return _from_pil(im, str(p))
+    except UnidentifiedImageError:
+        raise InputError(f"{p}: not an image file (format not recognised)") from None
+    except PILImage.DecompressionBombError as exc:
+        raise InputError(f"{p}: image too large ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{p}: truncated or corrupt image ({reason})") from None
+
+
+def _from_pil(im: PILImage.Image, source: str) -> Image:
+    mode = im.mode
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        mode = im.mode
+    if mode in _TO_L:
+        im, mode = im.convert("L"), "L"
+    if mode in _TO_RGB:
+        im, mode = im.convert("RGB"), "RGB"
+    if mode in _U16:
+        return from_array(np.asarray(im).astype(np.uint16), source)
+    if mode == "I":  # 32-bit integer: Pillow uses it for 16-bit data from some writers
+        arr = np.asarray(im)
+        if arr.min() < 0 or arr.max() > 65535:
+            raise InputError(f"{source}: 32-bit integer image with values outside 0..65535 is not supported")
+        return from_array(arr.astype(np.uint16), source)
+    if mode == "F":
+        return from_array(np.asarray(im, dtype=np.float32), source)
+    if mode in ("L", "RGB"):
+        return from_array(np.asarray(im), source)
+    raise InputError(f"{source}: unsupported image mode '{mode}'")
+
+
+def from_array(arr: np.ndarray, source: str = "<array>") -> Image:
+    """Wrap a numpy array: uint8 / uint16 as is; float arrays must lie in [0, 1] (quantised to
+    16 bits, which is below the network's float32 resolution at 8-bit scale); H x W, H x W x 1,
+    H x W x 3 or H x W x 4 (alpha dropped). RGB with identical channels is treated as gray."""
+    a = np.asarray(arr)
+    if a.ndim == 3 and a.shape[2] in (1, 3, 4):
+        a = a[:, :, 0] if a.shape[2] == 1 else a[:, :, :3]
+    if a.ndim != 2 and not (a.ndim == 3 and a.shape[2] == 3):
+        raise InputError(f"{source}: expected an H x W or H x W x 3 image, got shape {a.shape}")
+    if a.shape[0] < 1 or a.shape[1] < 1:
+        raise InputError(f"{source}: image has no pixels (shape {a.shape})")
+    if a.dtype == np.uint8:
+        maxval = 255
+    elif a.dtype == np.uint16:
+        maxval = 65535
+    elif a.dtype == np.bool_:
+        a, maxval = a.astype(np.uint8) * 255, 255
+    elif np.issubdtype(a.dtype, np.floating):
+        if not np.all(np.isfinite(a)):
+            raise InputError(f"{source}: float image contains NaN or infinity")
+        if a.min() < 0 or a.max() > 1:
+            raise InputError(
+                f"{source}: float image values must lie in [0, 1] (got {a.min():.4g}..{a.max():.4g}); "
+                "pass uint8/uint16 or scale it"
+            )
+        a, maxval = np.rint(a.astype(np.float64) * 65535).astype(np.uint16), 65535
+    else:
+        raise InputError(f"{source}: unsupported pixel type {a.dtype} (use uint8, uint16 or float in [0, 1])")
+    if a.ndim == 3 and np.array_equal(a[:, :, 0], a[:, :, 1]) and np.array_equal(a[:, :, 0], a[:, :, 2]):
+        a = a[:, :, 0]
+    if a.ndim == 3 and maxval != 255:
+        raise InputError(f"{source}: colour images must be 8-bit (got {a.dtype})")
+    return Image(np.ascontiguousarray(a), maxval, source)
+
+
+def as_image(x: Image | np.ndarray | str | os.PathLike) -> Image:
+    """Accept an :class:`Image`, a numpy array or a path."""
+    if isinstance(x, Image):
+        return x
+    if isinstance(x, np.ndarray):
+        return from_array(x)
+    return read_image(x)
+
+
+def write_image(pixels: np.ndarray, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write uint8 pixels atomically: into a temp file beside ``path``, then renamed into place.
+
+    Without ``overwrite`` an existing file is never replaced (refused up front, and the final
+    link is no-clobber). Raises :class:`OutputError` with one line on any failure; nothing partial
+    is ever left at ``path``.
+    """
+    p = Path(path)
+    fmt = PILImage.registered_extensions().get(p.suffix.lower())
+    if fmt is None:
+        raise OutputError(f"{p}: unknown output image format '{p.suffix}' (use .png, .jpg, .tif, .bmp)")
+    if p.exists() and not overwrite:
+        raise OutputError(f"{p}: already exists (pass --overwrite to replace it)")
+    parent = p.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{parent}: cannot create output folder ({exc.strerror or exc})") from None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise OutputError(f"{parent}: cannot write output here ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            PILImage.fromarray(np.ascontiguousarray(pixels)).save(fh, format=fmt)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        if overwrite:
+            os.replace(tmp, p)
+        else:
+            try:
+                os.link(tmp, p)  # fails if p appeared meanwhile: never clobber
+            except FileExistsError:
+                raise OutputError(f"{p}: already exists (pass --overwrite to replace it)") from None
+            except OSError:  # file systems without hard links
+                if p.exists():
+                    raise OutputError(f"{p}: already exists (pass --overwrite to replace it)") from None
+                os.replace(tmp, p)
+    except OSError as exc:
+        raise OutputError(f"{p}: cannot write output ({exc.strerror or exc})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return p

@@ -1,0 +1,171 @@
+"""The fusion pipeline shared by every method: roles, padding, precision, output rule, colour.
+
+``fuse_pair(model, structural, functional)``:
+
+1. read both inputs (paths or arrays); they must have the same size;
+2. the network sees gray float32 in [0, 1] (PIL luma / 255 for 8-bit, as the MLFuse authors);
+3. inputs smaller than the method's minimum (or not a multiple of its size factor) are
+   reflect-padded, and the output is cropped back;
+4. the raw output becomes 8 bits by the output rule: ``minmax`` (the authors': per-image min-max,
+   x255, truncation) or ``clamp`` (unstretched: clamp to [0, 1], x255, round);
+5. if a source is colour, its chroma is restored around the fused luma (``mlfuse.data.color``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from mlfuse.data.color import COLOR_MODES, colorize
+from mlfuse.data.io import Image, as_image, write_image
+from mlfuse.data.pairs import Pairing, pair_folders
+from mlfuse.errors import InputError, MLFuseError, OutputError
+
+OUTPUT_RULES = ("minmax", "clamp")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> CUDA if available, else MPS, else CPU; an unavailable explicit choice is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise MLFuseError("--device cuda: CUDA is not available (no GPU, or a CPU-only PyTorch build)")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise MLFuseError("--device mps: Apple MPS is not available on this machine")
+    if name not in DEVICES:
+        raise MLFuseError(f"unknown device '{name}' (choose from {', '.join(DEVICES)})")
+    return torch.device(name)
+
+
+def _pad_amounts(size: int, minimum: int, multiple: int) -> tuple[int, int]:
+    target = max(size, minimum)
+    target = -(-target // multiple) * multiple
+    extra = target - size
+    return extra // 2, extra - extra // 2
+
+
+def run_network(model: nn.Module, structural: np.ndarray, functional: np.ndarray,
+                precision: str = "fp32") -> np.ndarray:
+    """Raw network output (float32 H x W) for two gray float32 H x W images in [0, 1].
+
+    Pads by reflection to the card's ``min_size`` / ``size_multiple`` and crops back.
+    """
+    if precision not in PRECISIONS:
+        raise MLFuseError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
+    card = model.card
+    h, w = structural.shape
+    top, bottom = _pad_amounts(h, card.min_size[0], card.size_multiple)
+    left, right = _pad_amounts(w, card.min_size[1], card.size_multiple)
+    if top or bottom or left or right:
+        pads = ((top, bottom), (left, right))
+        structural = np.pad(structural, pads, mode="reflect")
+        functional = np.pad(functional, pads, mode="reflect")
+    device = next(model.parameters()).device
+    s = torch.from_numpy(np.ascontiguousarray(structural))[None, None].to(device)
+    f = torch.from_numpy(np.ascontiguousarray(functional))[None, None].to(device)
+    dtype = PRECISIONS[precision]
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32,
+                                                enabled=dtype is not None):
+        out = model.fusion_forward(s, f)
+    out = out.float()[0, 0].cpu().numpy()
+    return out[top:top + h, left:left + w]
+
+
+def to_uint8(raw: np.ndarray, rule: str = "minmax") -> np.ndarray:
+    """Raw output -> 8-bit image.
+
+    ``minmax``: the MLFuse authors' ``test_gray.py`` (spec section 9.1 step 5): per-image
+    ``(f - min) / (max - min)``, x255, truncation (torchvision ``mul(255).byte()``), in float32.
+    ``clamp``: clamp to [0, 1], x255, round to nearest. A constant output (max == min, e.g. a
+    1x1 image) cannot be stretched and falls back to ``clamp``.
+    """
+    if rule not in OUTPUT_RULES:
+        raise MLFuseError(f"unknown output rule '{rule}' (choose from {', '.join(OUTPUT_RULES)})")
+    raw = raw.astype(np.float32, copy=False)
+    lo, hi = raw.min(), raw.max()
+    if rule == "minmax" and hi > lo:
+        norm = (raw - lo) / (hi - lo)
+        return (norm * np.float32(255)).astype(np.uint8)
+    return np.rint(np.clip(raw, 0, 1) * 255).astype(np.uint8)
+
+
+def fuse_images(model: nn.Module, structural: Image, functional: Image, *, color: str = "ycbcr",
+                output: str | None = None, precision: str = "fp32") -> np.ndarray:
+    """Fuse two loaded images; returns uint8 H x W (gray) or H x W x 3 (colour)."""
+    if structural.size != functional.size:
+        (sh, sw), (fh, fw) = structural.size, functional.size
+        raise InputError(
+            f"size mismatch: {structural.source} is {sw}x{sh} but {functional.source} is {fw}x{fh} (W x H)"
+        )
+    if color not in COLOR_MODES:
+        raise MLFuseError(f"unknown colour mode '{color}' (choose from {', '.join(COLOR_MODES)})")
+    raw = run_network(model, structural.gray(), functional.gray(), precision)
+    fused = to_uint8(raw, output or model.card.output_rule)
+    colour_sources = [im.pixels for im in (structural, functional) if im.is_color]
+    return colorize(fused, colour_sources, color)
+
+
+def fuse_pair(model: nn.Module, structural: np.ndarray | str | os.PathLike,
+              functional: np.ndarray | str | os.PathLike, *, color: str = "ycbcr",
+              output: str | None = None, precision: str = "fp32") -> np.ndarray:
+    """Fuse one pair given as paths or arrays (structural = visible/MRI, functional =
+    infrared/CT/PET/SPECT). ``color``: ``ycbcr`` | ``paper`` | ``gray``; ``output``: ``minmax`` |
+    ``clamp`` (default: the method's own rule); ``precision``: ``fp32`` | ``bf16`` | ``fp16``."""
+    return fuse_images(model, as_image(structural), as_image(functional), color=color, output=output,
+                       precision=precision)
+
+
+@dataclass
+class FolderReport:
+    """Outcome of a folder run: written files, failed pairs with reasons, skipped outputs and
+    the files that had no partner."""
+
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    pairing: Pairing = field(default_factory=Pairing)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def fuse_folder(model: nn.Module, structural_dir: str | Path, functional_dir: str | Path,
+                out_dir: str | Path, *, ext: str = "png", overwrite: bool = False,
+                skip_existing: bool = False, quiet: bool = False,
+                report: Callable[[str], None] | None = None, **options: str) -> FolderReport:
+    """Fuse every pair of two modality folders (paired by stem, natural order) into ``out_dir``
+    as ``<stem>.<ext>``. A bad pair is reported (``report`` gets one line) and the rest go on."""
+    pairing = pair_folders(structural_dir, functional_dir)
+    result = FolderReport(pairing=pairing)
+    say = report or (lambda line: None)
+    for line in pairing.problems():
+        say(f"unpaired: {line}")
+    out_dir = Path(out_dir)
+    for pair in tqdm(pairing.pairs, desc="fuse", unit="pair", disable=quiet):
+        dest = out_dir / f"{pair.name}.{ext.lstrip('.')}"
+        if skip_existing and dest.exists():
+            result.skipped.append(dest)
+            continue
+        try:
+            if dest.exists() and not overwrite:  # refuse before spending a forward pass
+                raise OutputError(f"{dest}: already exists (pass --overwrite to replace it)")
+            fused = fuse_pair(model, pair.structural, pair.functional, **options)
+            result.written.append(write_image(fused, dest, overwrite=overwrite))
+        except MLFuseError as exc:
+            result.failed.append((pair.name, str(exc)))
+            say(f"FAILED {pair.name}: {exc}")
+    return result

@@ -1,0 +1,42 @@
+"""Behaviour shared by every registered fusion network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from mlfuse.fuse import FolderReport
+
+
+class FusionModel(nn.Module):
+    """Mixin giving every network the user-facing ``fuse`` / ``fuse_folder`` API.
+
+    Subclasses implement ``fusion_forward(structural, functional) -> raw fused B x 1 x H x W``;
+    inputs are B x 1 x H x W in [0, 1]. Roles are explicit: structural = visible / MRI,
+    functional = infrared / CT / PET / SPECT.
+    """
+
+    def fusion_forward(self, structural: Tensor, functional: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def fuse(self, structural: np.ndarray | str | Path, functional: np.ndarray | str | Path,
+             **options: object) -> np.ndarray:
+        """Fuse one pair (arrays or image paths) and return the 8-bit result (H x W or H x W x 3).
+
+        Options are those of :func:`mlfuse.fuse.fuse_pair` (``color``, ``output``, ``precision``).
+        """
+        from mlfuse.fuse import fuse_pair
+
+        return fuse_pair(self, structural, functional, **options)
+
+    def fuse_folder(self, structural_dir: str | Path, functional_dir: str | Path, out_dir: str | Path,
+                    **options: object) -> FolderReport:
+        """Fuse every pair of two folders (paired by file stem) into ``out_dir``; see
+        :func:`mlfuse.fuse.fuse_folder`."""
+        from mlfuse.fuse import fuse_folder
+
+        return fuse_folder(self, structural_dir, functional_dir, out_dir, **options)

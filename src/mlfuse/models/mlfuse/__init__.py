@@ -1,0 +1,29 @@
+"""MLFuse (Jia et al., multi-level fusion of infrared/visible and medical images): the network,
+its model card and weight releases. Spec: ``shared/specs/mlfuse.md``."""
+
+from mlfuse.models.mlfuse.network import MLFNet
+from mlfuse.registry import ModelCard, register_model
+from mlfuse.weights.store import WeightsRelease, register_release
+
+PAPER_RELEASE = register_release(WeightsRelease(
+    name="mlfuse-paper",
+    url="https://github.com/jialei-sc/MLFuse/raw/main/model/model_fuse.pth",
+    sha256="9b3133d60710d5dc1b73777d2719de6d5940e9140140dead58a06d421fd489ed",
+    filename="model_fuse.pth",
+    description="MLFuse authors' released checkpoint (epoch 500, RoadScene + Harvard mixture)",
+))
+
+CARD = register_model(ModelCard(
+    name="mlfuse",
+    builder=MLFNet,
+    paper="MLFuse: multi-level fusion network (jialei-sc/MLFuse)",
+    min_size=(MLFNet.MIN_SIZE, MLFNet.MIN_SIZE),
+    size_multiple=1,
+    output_rule="minmax",
+    releases=(PAPER_RELEASE.name,),
+    # Until mlfuse ships its own trained weights, the default is the authors' release once fetched.
+    default_weights=PAPER_RELEASE.name,
+    notes="input 1 = visible/MRI, input 2 = infrared/CT/PET/SPECT; any H, W >= 15",
+))
+
+__all__ = ["MLFNet", "CARD", "PAPER_RELEASE"]

@@ -1,0 +1,96 @@
+"""Safe checkpoint reading and strict loading with one-line errors.
+
+Checkpoints are read with ``torch.load(..., weights_only=True)`` (never a full unpickle) or with
+safetensors, the format mlfuse ships. Accepted layouts: a bare state_dict, ``{'model': sd}`` (the
+MLFuse authors' ``{'epoch', 'model'}``), ``{'state_dict': sd}``, and keys prefixed by ``module.``
+(DataParallel / DDP).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mlfuse.errors import CheckpointError
+
+_WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "net", "params")
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file into a flat ``{key: tensor}`` dict on the CPU, without unpickling code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: checkpoint file is empty (0 bytes)")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
+    except Exception as exc:  # weights_only refusals are UnpicklingError subclasses
+        raise CheckpointError(
+            f"{path}: refused to load: it is not a plain tensor checkpoint ({_first_line(exc)})"
+        ) from None
+    return extract_state_dict(obj, path)
+
+
+def extract_state_dict(obj: object, path: str | Path = "<checkpoint>") -> dict[str, torch.Tensor]:
+    """Find the state_dict inside a loaded checkpoint object and strip ``module.`` prefixes."""
+    if isinstance(obj, Mapping):
+        for key in _WRAPPER_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and inner and all(torch.is_tensor(v) for v in inner.values()):
+                obj = inner
+                break
+    if not isinstance(obj, Mapping) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
+        raise CheckpointError(f"{path}: no state_dict found (expected a dict of tensors, or one under 'model')")
+    sd = dict(obj)
+    if all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str | Path) -> None:
+    """``model.load_state_dict(strict=True)``, failing with one line naming missing/unexpected keys
+    and shape mismatches."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [
+        f"{k} {tuple(state_dict[k].shape)} vs expected {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict and state_dict[k].shape != own[k].shape
+    ]
+    if missing or unexpected or shapes:
+        name = type(model).__name__
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s): {_few(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s): {_few(unexpected)}")
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatch(es): {_few(shapes)}")
+        raise CheckpointError(f"{source}: does not fit {name}: " + "; ".join(parts))
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _few(items: list[str], n: int = 4) -> str:
+    shown = ", ".join(items[:n])
+    return shown + (f", ... (+{len(items) - n} more)" if len(items) > n else "")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
