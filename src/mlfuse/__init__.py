@@ -11,4 +11,4 @@ from mlfuse.registry import create_model, get_card, list_models
 
 __version__ = "0.1.0"
 
-__all__ = ["MLFuseError", "create_model", "fuse_folder", "fuse_pair", "get_card", "list_models", "__version__"]
+__all__ = ["MLFuseError", "__version__", "create_model", "fuse_folder", "fuse_pair", "get_card", "list_models"]

@@ -9,10 +9,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mlfuse.data.color import COLOR_MODES
+from mlfuse.data.io import write_image
 from mlfuse.data.pairs import find_modality_dirs
 from mlfuse.errors import InputError, MLFuseError
 from mlfuse.fuse import DEVICES, OUTPUT_RULES, PRECISIONS, fuse_folder, fuse_pair, resolve_device
-from mlfuse.data.io import write_image
 from mlfuse.registry import create_model
 
 

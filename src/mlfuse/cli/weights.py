@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mlfuse.registry import list_models  # noqa: F401  (registers the releases)
+from mlfuse.registry import list_models
 from mlfuse.weights.store import fetch, list_releases, release_path
 
 

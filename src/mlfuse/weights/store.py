@@ -91,7 +91,7 @@ def fetch(name: str, url: str | None = None, *, force: bool = False, quiet: bool
     try:
         with os.fdopen(fd, "wb") as out:
             try:
-                resp = urllib.request.urlopen(src, timeout=timeout)  # noqa: S310 (URL from registry/user)
+                resp = urllib.request.urlopen(src, timeout=timeout)
             except (urllib.error.URLError, OSError, ValueError) as exc:
                 reason = getattr(exc, "reason", exc)
                 raise MLFuseError(f"cannot download {name} from {src}: {reason}") from None

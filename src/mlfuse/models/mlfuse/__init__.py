@@ -26,4 +26,4 @@ CARD = register_model(ModelCard(
     notes="input 1 = visible/MRI, input 2 = infrared/CT/PET/SPECT; any H, W >= 15",
 ))
 
-__all__ = ["MLFNet", "CARD", "PAPER_RELEASE"]
+__all__ = ["CARD", "PAPER_RELEASE", "MLFNet"]

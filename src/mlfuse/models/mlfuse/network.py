@@ -15,11 +15,38 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mlfuse.models.base import FusionModel
+
+
+def _softmax_16_lane_float32(logits: Tensor) -> Tensor:
+    """Softmax over the last dim summed the way PyTorch's AVX-512 CPU kernel does in float32:
+    16 lane-wise running sums over the row (tail added into the first lanes), then a halving tree.
+
+    Only for reproducing the authors' reference *side* outputs to 1e-5: their l_ssd carries the
+    rounding of that sum (up to 1.6e-5 from the exact value at 256x256). The fused output does not
+    need it. Runs on the CPU in numpy, where an axis-0 reduction is a sequential float32 sum.
+    """
+    lanes = 16
+    c = logits.detach().to("cpu", torch.float32)
+    e = torch.exp(c - c.amax(dim=-1, keepdim=True)).numpy()
+    n = e.shape[-1]
+    k = n // lanes
+    rows = e.reshape(-1, n)
+    out = np.empty_like(rows)
+    for i, row in enumerate(rows):
+        acc = np.add.reduce(row[: k * lanes].reshape(k, lanes), axis=0, dtype=np.float32)
+        tail = row[k * lanes:]
+        acc[: tail.size] += tail
+        while acc.size > 1:
+            half = acc.size // 2
+            acc = acc[:half] + acc[half:]
+        out[i] = row * (np.float32(1) / acc[0])
+    return torch.from_numpy(out.reshape(e.shape)).to(logits.device)
 
 
 @contextmanager
@@ -114,8 +141,9 @@ class SSDNet(nn.Module):
     which makes it ~0.5 everywhere; it is computed exactly anyway for bit-exact outputs.
     """
 
-    def __init__(self, inplanes: int = 32, planes: int = 32) -> None:
+    def __init__(self, inplanes: int = 32, planes: int = 32, reference_softmax: bool = False) -> None:
         super().__init__()
+        self.reference_softmax = reference_softmax
         inter = planes // 2
         self.conv_q_right = nn.Conv2d(inplanes, 1, 1, bias=False)
         self.conv_v_right = nn.Conv2d(inplanes, inter, 1, bias=False)
@@ -131,7 +159,11 @@ class SSDNet(nn.Module):
         b, _, h, w = x.shape
         with _exact_global_ops(x) as acc:
             v = self.conv_v_right(x).view(b, -1, h * w).to(acc)
-            q = torch.softmax(self.conv_q_right(x).view(b, 1, h * w).to(acc), dim=2)
+            logits = self.conv_q_right(x).view(b, 1, h * w)
+            if self.reference_softmax:
+                q = _softmax_16_lane_float32(logits).to(acc)
+            else:
+                q = torch.softmax(logits.to(acc), dim=2)
             z = torch.matmul(v, q.transpose(1, 2)).unsqueeze(-1).to(x.dtype)  # B x C/2 x 1 x 1
         return x * torch.sigmoid(self.conv_up(z))
 
@@ -191,14 +223,17 @@ class MLFNet(FusionModel):
     #: smallest input side the edge branch accepts (stride-2 conv then a 7x7 max-pool)
     MIN_SIZE = 15
 
-    def __init__(self) -> None:
+    def __init__(self, reference_softmax: bool = False) -> None:
+        """``reference_softmax``: emulate the float32 summation of the machine that produced the
+        authors' reference outputs in the SSD channel gate (see :func:`_softmax_16_lane_float32`);
+        off by default, where the global reductions are computed accurately in float64."""
         super().__init__()
         self.inc_edg = SingleConv(1, 32)
         self.inc_ssd = SingleConv(1, 32)
         self.inc_cmk_1 = SingleConv(1, 32)
         self.inc_cmk_2 = SingleConv(1, 32)
         self.edg_net = EdgNet(32)
-        self.ssd_net = SSDNet(32, 32)
+        self.ssd_net = SSDNet(32, 32, reference_softmax)
         self.cmk_net = CMKNet(32)
         self.layer = DoubleConv(96, 48, 16)
         self.outc = OutConv(16, 1)
