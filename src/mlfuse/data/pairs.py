@@ -48,8 +48,8 @@ class Pairing:
         return lines
 
 
-def list_images(folder: Path) -> tuple[dict[str, Path], list[str]]:
-    """Image files of ``folder`` by stem, and one line per stem that occurs more than once."""
+def list_images(folder: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """Image files of ``folder`` by stem, and a one-line complaint per stem that occurs twice."""
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder")
     by_stem: dict[str, list[Path]] = {}
@@ -57,10 +57,10 @@ def list_images(folder: Path) -> tuple[dict[str, Path], list[str]]:
         if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."):
             by_stem.setdefault(p.stem, []).append(p)
     found = {s: ps[0] for s, ps in by_stem.items() if len(ps) == 1}
-    dups = [
-        f"{folder}: several files with stem '{s}' ({', '.join(sorted(p.name for p in ps))}); skipped"
+    dups = {
+        s: f"{folder}: several files with stem '{s}' ({', '.join(sorted(p.name for p in ps))}); pair skipped"
         for s, ps in sorted(by_stem.items()) if len(ps) > 1
-    ]
+    }
     return found, dups
 
 
@@ -68,8 +68,8 @@ def pair_folders(structural_dir: str | Path, functional_dir: str | Path) -> Pair
     """Pair the images of two folders by identical file stem, in natural order."""
     s_files, s_dups = list_images(Path(structural_dir))
     f_files, f_dups = list_images(Path(functional_dir))
-    result = Pairing(ambiguous=s_dups + f_dups)
-    for stem in sorted(set(s_files) | set(f_files), key=natural_key):
+    result = Pairing(ambiguous=list(s_dups.values()) + list(f_dups.values()))
+    for stem in sorted((set(s_files) | set(f_files)) - set(s_dups) - set(f_dups), key=natural_key):
         if stem in s_files and stem in f_files:
             result.pairs.append(Pair(stem, s_files[stem], f_files[stem]))
         elif stem in s_files:

@@ -157,24 +157,24 @@ class SSDNet(nn.Module):
     def channel_gate(self, x: Tensor) -> Tensor:
         """Softmax-weighted global pooling -> 1x1 conv -> sigmoid; the authors' "spatial_attention"."""
         b, _, h, w = x.shape
+        v = self.conv_v_right(x).view(b, -1, h * w)
+        logits = self.conv_q_right(x).view(b, 1, h * w)
         with _exact_global_ops(x) as acc:
-            v = self.conv_v_right(x).view(b, -1, h * w).to(acc)
-            logits = self.conv_q_right(x).view(b, 1, h * w)
             if self.reference_softmax:
                 q = _softmax_16_lane_float32(logits).to(acc)
             else:
                 q = torch.softmax(logits.to(acc), dim=2)
-            z = torch.matmul(v, q.transpose(1, 2)).unsqueeze(-1).to(x.dtype)  # B x C/2 x 1 x 1
+            z = torch.matmul(v.to(acc), q.transpose(1, 2)).unsqueeze(-1).to(x.dtype)  # B x C/2 x 1 x 1
         return x * torch.sigmoid(self.conv_up(z))
 
     def spatial_gate(self, x: Tensor) -> Tensor:
         """Pooled query times per-position values, softmax over H*W, then sigmoid; the authors'
         "spectral_attention"."""
         b, _, h, w = x.shape
+        g = F.adaptive_avg_pool2d(self.conv_q_left(x), 1).view(b, 1, -1)  # B x 1 x C/2
+        theta = self.conv_v_left(x).view(b, -1, h * w)  # B x C/2 x N
         with _exact_global_ops(x) as acc:
-            g = F.adaptive_avg_pool2d(self.conv_q_left(x), 1).view(b, 1, -1).to(acc)  # B x 1 x C/2
-            theta = self.conv_v_left(x).view(b, -1, h * w).to(acc)  # B x C/2 x N
-            s = torch.softmax(torch.matmul(g, theta), dim=2).view(b, 1, h, w).to(x.dtype)
+            s = torch.softmax(torch.matmul(g.to(acc), theta.to(acc)), dim=2).view(b, 1, h, w).to(x.dtype)
         return x * torch.sigmoid(s)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -1,0 +1,135 @@
+"""The fusion pipeline: sizes, padding, output rules, precision, colour routing, folder runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image as PILImage
+
+from mlfuse.errors import InputError, MLFuseError
+from mlfuse.fuse import fuse_folder, fuse_pair, resolve_device, run_network, to_uint8
+
+
+def test_minmax_rule_truncates_like_the_authors() -> None:
+    raw = np.array([[-0.2, 0.0, 0.5, 0.99]], np.float32)
+    norm = (raw - raw.min()) / (raw.max() - raw.min())
+    expected = (norm * np.float32(255)).astype(np.uint8)  # truncation, not rounding
+    out = to_uint8(raw, "minmax")
+    assert np.array_equal(out, expected)
+    assert out[0, 0] == 0 and out[0, -1] == 255
+    assert out[0, 2] == int(np.float32(0.7) / np.float32(1.19) * 255)  # truncated value
+
+
+def test_clamp_rule_and_constant_fallback() -> None:
+    raw = np.array([[-0.3, 0.2, 0.5, 1.4]], np.float32)
+    assert to_uint8(raw, "clamp").tolist() == [[0, 51, 128, 255]]
+    assert to_uint8(np.full((1, 1), 0.4, np.float32), "minmax").tolist() == [[102]]
+    with pytest.raises(MLFuseError, match="unknown output rule"):
+        to_uint8(raw, "gamma")
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (14, 20), (15, 15), (33, 17)])
+def test_any_size_works(random_model, shape) -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.random(shape, np.float32), rng.random(shape, np.float32)
+    out = run_network(random_model, a, b)
+    assert out.shape == shape and out.dtype == np.float32
+    fused = fuse_pair(random_model, (a * 255).astype(np.uint8), (b * 255).astype(np.uint8))
+    assert fused.shape == shape and fused.dtype == np.uint8
+
+
+def test_no_padding_at_or_above_minimum(random_model) -> None:
+    rng = np.random.default_rng(1)
+    a, b = rng.random((15, 40), np.float32), rng.random((15, 40), np.float32)
+    with torch.no_grad():
+        direct = random_model(torch.from_numpy(a)[None, None], torch.from_numpy(b)[None, None])[0][0, 0].numpy()
+    assert np.array_equal(run_network(random_model, a, b), direct)
+
+
+def test_small_inputs_are_reflect_padded_then_cropped(random_model) -> None:
+    rng = np.random.default_rng(2)
+    a, b = rng.random((5, 9), np.float32), rng.random((5, 9), np.float32)
+    pads = ((5, 5), (3, 3))  # 5x9 -> 15x15, split evenly
+    with torch.no_grad():
+        full = random_model(torch.from_numpy(np.pad(a, pads, mode="reflect"))[None, None],
+                            torch.from_numpy(np.pad(b, pads, mode="reflect"))[None, None])[0][0, 0].numpy()
+    assert np.array_equal(run_network(random_model, a, b), full[5:10, 3:12])
+
+
+def test_roles_are_not_interchangeable(random_model, sample_pair) -> None:
+    vis, ir = sample_pair
+    gray_vis = np.asarray(PILImage.fromarray(vis).convert("L"))
+    a = fuse_pair(random_model, gray_vis, ir)
+    b = fuse_pair(random_model, ir, gray_vis)
+    assert np.abs(a.astype(int) - b.astype(int)).mean() > 1
+
+
+def test_colour_routing(random_model, sample_pair) -> None:
+    vis, ir = sample_pair
+    assert fuse_pair(random_model, vis, ir).shape == (*ir.shape, 3)  # colour visible
+    assert fuse_pair(random_model, vis, ir, color="gray").shape == ir.shape
+    assert fuse_pair(random_model, vis, ir, color="paper").shape == (*ir.shape, 3)
+    mri = ir
+    pet = vis  # a colour functional image (PET/SPECT) keeps its colour too
+    out = fuse_pair(random_model, mri, pet)
+    assert out.shape == (*ir.shape, 3)
+    gray = fuse_pair(random_model, mri, pet, color="gray")
+    luma = np.asarray(PILImage.fromarray(out).convert("L")).astype(int)
+    unclipped = ((out > 0) & (out < 255)).all(axis=2)
+    assert unclipped.mean() > 0.5
+    assert np.abs(luma - gray.astype(int))[unclipped].max() <= 2  # colour output carries the fused luma
+
+
+def test_size_mismatch_names_both_sizes(random_model, tmp_path) -> None:
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    PILImage.fromarray(np.zeros((20, 30), np.uint8)).save(a)
+    PILImage.fromarray(np.zeros((21, 30), np.uint8)).save(b)
+    with pytest.raises(InputError) as err:
+        fuse_pair(random_model, a, b)
+    msg = str(err.value)
+    assert "size mismatch" in msg and "30x20" in msg and "30x21" in msg and str(a) in msg and str(b) in msg
+
+
+def test_reduced_precision_is_close(random_model, sample_pair) -> None:
+    vis, ir = sample_pair
+    g = np.asarray(PILImage.fromarray(vis).convert("L"), np.float32)[:64, :64] / 255
+    i = ir[:64, :64].astype(np.float32) / 255
+    ref = run_network(random_model, g, i)
+    for precision in ("bf16", "fp16"):
+        out = run_network(random_model, g, i, precision=precision)
+        assert out.dtype == np.float32
+        assert np.abs(out - ref).mean() < 0.02, precision
+    with pytest.raises(MLFuseError, match="unknown precision"):
+        run_network(random_model, g, i, precision="int8")
+
+
+def test_devices() -> None:
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(MLFuseError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_folder_run_reports_bad_pair_and_goes_on(random_model, tmp_path, sample_pair) -> None:
+    vis, ir = sample_pair
+    s, f, out = tmp_path / "vi", tmp_path / "ir", tmp_path / "out"
+    s.mkdir(), f.mkdir()
+    for name in ("1", "2", "10"):
+        PILImage.fromarray(vis[:40, :48]).save(s / f"{name}.png")
+        PILImage.fromarray(ir[:40, :48]).save(f / f"{name}.png")
+    (f / "2.png").write_text("not an image")
+    PILImage.fromarray(ir[:40, :48]).save(f / "extra.png")
+    lines: list[str] = []
+    report = fuse_folder(random_model, s, f, out, quiet=True, report=lines.append)
+    assert sorted(p.name for p in report.written) == ["1.png", "10.png"]
+    assert [name for name, _ in report.failed] == ["2"] and not report.ok
+    assert any("FAILED 2:" in line and "not an image file" in line for line in lines)
+    assert any("unpaired:" in line and "extra.png" in line for line in lines)
+    assert sorted(p.name for p in out.iterdir()) == ["1.png", "10.png"]
+    again = fuse_folder(random_model, s, f, out, quiet=True, skip_existing=True)
+    assert len(again.skipped) == 2 and not again.written
+    refused = dict(fuse_folder(random_model, s, f, out, quiet=True).failed)
+    assert sorted(refused) == ["1", "10", "2"]
+    assert "already exists" in refused["1"] and "already exists" in refused["10"]
