@@ -22,13 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Fuse a structural image (visible/MRI) with a functional one (infrared/CT/PET/SPECT). "
                     "Give files, folders (paired by file stem), or --root with two modality sub-folders.",
     )
-    p.add_argument("--structural", "--vis", "--mri", dest="structural", metavar="PATH",
-                   help="visible / MRI image or folder")
-    p.add_argument("--functional", "--ir", "--ct", "--pet", "--spect", dest="functional", metavar="PATH",
-                   help="infrared / CT / PET / SPECT image or folder")
-    p.add_argument("--root", metavar="DIR", help="folder holding two modality sub-folders (vi/ir, mri/ct, ...)")
-    p.add_argument("--subdirs", metavar="S,F", help="names of the structural and functional sub-folders "
-                   "under --root (default: detect vi|visible|mri and ir|ct|pet|spect)")
+    add_source_options(p)
     p.add_argument("-o", "--output", required=True, metavar="PATH",
                    help="output file (one pair) or folder (folders)")
     p.add_argument("--model", default="mlfuse", help="registered method (see `mlfuse models`)")
@@ -46,7 +40,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _inputs(args: argparse.Namespace) -> tuple[Path, Path]:
+def add_source_options(p: argparse.ArgumentParser) -> None:
+    """The role options shared by every command that reads source pairs (fuse, eval)."""
+    p.add_argument("--structural", "--vis", "--mri", dest="structural", metavar="PATH",
+                   help="visible / MRI image or folder")
+    p.add_argument("--functional", "--ir", "--ct", "--pet", "--spect", dest="functional", metavar="PATH",
+                   help="infrared / CT / PET / SPECT image or folder")
+    p.add_argument("--root", metavar="DIR", help="folder holding two modality sub-folders (vi/ir, mri/ct, ...)")
+    p.add_argument("--subdirs", metavar="S,F", help="names of the structural and functional sub-folders "
+                   "under --root (default: detect vi|visible|mri and ir|ct|pet|spect)")
+
+
+def source_dirs(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(structural, functional) from the role options; for commands that need folders."""
+    s_path, f_path = source_paths(args)
+    for p in (s_path, f_path):
+        if not p.is_dir():
+            raise InputError(f"{p}: not a folder (give source folders, or --root)")
+    return s_path, f_path
+
+
+def source_paths(args: argparse.Namespace) -> tuple[Path, Path]:
     if args.root:
         if args.structural or args.functional:
             raise MLFuseError("give either --root or the two role options, not both")
@@ -64,7 +78,7 @@ def _inputs(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    s_path, f_path = _inputs(args)
+    s_path, f_path = source_paths(args)
     folder_mode = s_path.is_dir() or f_path.is_dir()
     if folder_mode and not (s_path.is_dir() and f_path.is_dir()):
         file_one = f_path if s_path.is_dir() else s_path

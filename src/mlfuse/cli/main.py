@@ -10,10 +10,11 @@ import argparse
 import sys
 
 from mlfuse import __version__
+from mlfuse.cli import eval as eval_cmd
 from mlfuse.cli import fuse, models, sample, weights
 from mlfuse.errors import MLFuseError
 
-COMMANDS = (fuse, weights, models, sample)
+COMMANDS = (fuse, eval_cmd, weights, models, sample)
 
 
 def build_parser() -> argparse.ArgumentParser:

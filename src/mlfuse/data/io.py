@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image as PILImage
@@ -140,17 +142,15 @@ def as_image(x: Image | np.ndarray | str | os.PathLike) -> Image:
     return read_image(x)
 
 
-def write_image(pixels: np.ndarray, path: str | Path, *, overwrite: bool = False) -> Path:
-    """Write uint8 pixels atomically: into a temp file beside ``path``, then renamed into place.
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], *, overwrite: bool = False) -> Path:
+    """Write a file atomically: ``write(fh)`` fills a temp file beside ``path``, which is then
+    renamed into place with the user's umask permissions.
 
-    Without ``overwrite`` an existing file is never replaced (refused up front, and the final
-    link is no-clobber). Raises :class:`OutputError` with one line on any failure; nothing partial
-    is ever left at ``path``.
+    Without ``overwrite`` an existing file is never replaced (refused up front, and the final link
+    is no-clobber). Raises :class:`OutputError` with one line on any failure; nothing partial is
+    ever left at ``path``.
     """
     p = Path(path)
-    fmt = PILImage.registered_extensions().get(p.suffix.lower())
-    if fmt is None:
-        raise OutputError(f"{p}: unknown output image format '{p.suffix}' (use .png, .jpg, .tif, .bmp)")
     if p.exists() and not overwrite:
         raise OutputError(f"{p}: already exists (pass --overwrite to replace it)")
     parent = p.parent
@@ -164,7 +164,7 @@ def write_image(pixels: np.ndarray, path: str | Path, *, overwrite: bool = False
         raise OutputError(f"{parent}: cannot write output here ({exc.strerror or exc})") from None
     try:
         with os.fdopen(fd, "wb") as fh:
-            PILImage.fromarray(np.ascontiguousarray(pixels)).save(fh, format=fmt)
+            write(fh)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
@@ -185,3 +185,13 @@ def write_image(pixels: np.ndarray, path: str | Path, *, overwrite: bool = False
         if os.path.exists(tmp):
             os.unlink(tmp)
     return p
+
+
+def write_image(pixels: np.ndarray, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write uint8 pixels atomically (see :func:`atomic_write`); the format follows the extension."""
+    p = Path(path)
+    fmt = PILImage.registered_extensions().get(p.suffix.lower())
+    if fmt is None:
+        raise OutputError(f"{p}: unknown output image format '{p.suffix}' (use .png, .jpg, .tif, .bmp)")
+    return atomic_write(p, lambda fh: PILImage.fromarray(np.ascontiguousarray(pixels)).save(fh, format=fmt),
+                        overwrite=overwrite)
