@@ -173,3 +173,18 @@ def test_eval_cli_paper_preset_on_authors_outputs(shared, capsys) -> None:
 
 def test_reference_dir_is_where_tests_expect() -> None:
     assert REF.name == "metrics" and reference_cases("tang.EN")
+
+
+def test_vifb_scores_colour_per_channel() -> None:
+    rng = np.random.default_rng(5)
+    f, b = (rng.integers(0, 256, (30, 40, 3), dtype=np.uint8) for _ in range(2))
+    a = rng.integers(0, 256, (30, 40), dtype=np.uint8)
+    got = evaluate(f, a, b, "vifb", metrics=["Entropy", "Spatial_frequency"])
+    per = [evaluate(f[..., c], a, b[..., c], "vifb", metrics=["Entropy"])["Entropy"] for c in range(3)]
+    assert got["Entropy"] == pytest.approx(np.mean(per), rel=1e-12)
+    side = np.hstack([f[..., c] for c in range(3)])
+    assert got["Spatial_frequency"] == pytest.approx(
+        evaluate(side, np.hstack([a] * 3), np.hstack([b[..., c] for c in range(3)]), "vifb",
+                 metrics=["Spatial_frequency"])["Spatial_frequency"], rel=1e-12)
+    gray = evaluate(f, a, b, "tang", metrics=["EN"])["EN"]  # tang converts with rgb2gray instead
+    assert gray == pytest.approx(evaluate(to_gray(f), a, to_gray(b), "tang", metrics=["EN"])["EN"])

@@ -35,9 +35,35 @@ def evaluate(fused: np.ndarray, a: np.ndarray, b: np.ndarray, profile: str | Pro
     prof = get_profile(profile) if isinstance(profile, str) else profile
     chosen = [prof.metric(n) for n in metrics] if metrics is not None else [
         m for m in prof.metrics if slow or not m.slow]
+    if prof.per_channel and any(np.ndim(x) == 3 and np.shape(x)[2] >= 3 for x in (fused, a, b)):
+        return _evaluate_per_channel(fused, a, b, prof, chosen, data_range)
     f64, a64, b64 = prepare(fused, a, b, data_range=data_range, gray=prof.gray)
     f, a_, b_ = (x.astype(prof.dtype) for x in (f64, a64, b64))
     return {m.name: m(f, a_, b_) for m in chosen}
+
+
+def _evaluate_per_channel(fused: np.ndarray, a: np.ndarray, b: np.ndarray, prof: Profile, chosen: list,
+                          data_range: float | None) -> dict[str, float]:
+    """VIFB's colour rule (spec metrics.md 1.2): each RGB channel is scored and the scores averaged
+    (gray images count as three equal channels); SF instead scores the three channels laid side by
+    side, as VIFB's two-subscript indexing does, jumps at the channel borders included."""
+    def channels(x: np.ndarray) -> list[np.ndarray]:
+        x = np.asarray(x)
+        if x.ndim == 3 and x.shape[2] >= 3:
+            return [x[:, :, c] for c in range(3)]
+        x = x[:, :, 0] if x.ndim == 3 else x
+        return [x, x, x]
+
+    planes = [prepare(fc, ac, bc, data_range=data_range, gray=prof.gray)
+              for fc, ac, bc in zip(channels(fused), channels(a), channels(b), strict=True)]
+    out = {}
+    for m in chosen:
+        if m.side_by_side:
+            f, a_, b_ = (np.hstack([p[i] for p in planes]).astype(prof.dtype) for i in range(3))
+            out[m.name] = m(f, a_, b_)
+        else:
+            out[m.name] = float(np.mean([m(*(x.astype(prof.dtype) for x in p)) for p in planes]))
+    return out
 
 
 @dataclass

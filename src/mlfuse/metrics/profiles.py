@@ -36,6 +36,7 @@ class Metric:
     higher_is_better: bool = True
     single: bool = False  # takes only the fused image
     slow: bool = False  # seconds per image (FMI): skippable with slow=False
+    side_by_side: bool = False  # per-channel profiles: score the channels laid side by side (VIFB SF)
 
     def function(self) -> Callable[..., float]:
         module, func = self.target.rsplit(".", 1)
@@ -53,6 +54,7 @@ class Profile:
     dtype: type  # arithmetic the reference worked in (np.float32 for the Python Evaluators)
     gray: str  # colour -> gray convention, see mlfuse.metrics._common.GRAY_CONVENTIONS
     metrics: tuple[Metric, ...]
+    per_channel: bool = False  # colour scored per RGB channel and averaged (VIFB) instead of as gray
 
     def names(self) -> list[str]:
         return [m.name for m in self.metrics]
@@ -65,8 +67,9 @@ class Profile:
 
 
 def _m(name: str, target: str, *, lower: bool = False, single: bool = False, slow: bool = False,
-       **kwargs: object) -> Metric:
-    return Metric(name, target, dict(kwargs), higher_is_better=not lower, single=single, slow=slow)
+       side_by_side: bool = False, **kwargs: object) -> Metric:
+    return Metric(name, target, dict(kwargs), higher_is_better=not lower, single=single, slow=slow,
+                  side_by_side=side_by_side)
 
 
 _CDDFUSE = (
@@ -127,7 +130,7 @@ _VIFB = (
     _m("Qcb", "hvs.qcb"),
     _m("Qcv", "hvs.qcv", lower=True),
     _m("Rmse", "statistics.rmse_vifb", lower=True),
-    _m("Spatial_frequency", "statistics.sf", single=True, convention="vifb"),
+    _m("Spatial_frequency", "statistics.sf", single=True, side_by_side=True, convention="vifb"),
     _m("Ssim", "ssim.ssim", convention="vifb"),
     _m("Variance", "statistics.sd", single=True),
 )
@@ -155,7 +158,7 @@ PROFILES: dict[str, Profile] = {
         Profile("cddfuse", "CDDFuse utils/Evaluator.py (also SFDFuse, EMMA)", np.float32, "cv2", _CDDFUSE),
         Profile("smfnet", "SMFNet Evaluator.py", np.float32, "cv2", _SMFNET),
         Profile("tang", "Linfeng-Tang Image-Fusion MATLAB metrics", np.float64, "matlab", _TANG),
-        Profile("vifb", "VIFB benchmark MATLAB metrics", np.float64, "matlab", _VIFB),
+        Profile("vifb", "VIFB benchmark MATLAB metrics", np.float64, "matlab", _VIFB, per_channel=True),
         Profile("liu", "Zheng Liu et al. objective metrics toolbox (TPAMI 2012)", np.float64, "matlab", _LIU),
         Profile("paper", "MLFuse paper's six metrics (tang convention)", np.float64, "matlab",
                 tuple(_TANG_BY_NAME[n] for n in ("VIF", "SCD", "Qabf", "CC", "SSIM", "FMI_pixel"))),
