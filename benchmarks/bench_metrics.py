@@ -56,9 +56,10 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch  # only for the thread count, so numbers state their conditions
-    from naive_metrics import qabf_naive, vif_naive
 
     from mlfuse.metrics.profiles import PROFILES
+
+    from naive_metrics import qabf_naive, vif_naive
 
     f, a, b = load_triple(args.triple)
     per_profile: dict[str, dict] = {}
@@ -72,9 +73,8 @@ def main() -> None:
         entry["total_s"] = sum(v["seconds"] for v in times.values())
         entry["total_without_slow_s"] = sum(v["seconds"] for v in times.values() if not v["slow"])
 
-    from mlfuse.metrics.vif import vif
-
     from mlfuse.metrics.gradient import qabf
+    from mlfuse.metrics.vif import vif
 
     f64, a64, b64 = (x.astype(np.float64) for x in (f, a, b))
     ratios = {}

@@ -75,3 +75,31 @@ def prepare(fused: np.ndarray, a: np.ndarray, b: np.ndarray, *, data_range: floa
         desc = ", ".join(f"{n} {s[1]}x{s[0]}" for n, s in zip(names, shapes, strict=True))
         raise InputError(f"size mismatch: {desc} (W x H); fused image and sources must have the same size")
     return out  # type: ignore[return-value]
+
+
+# --- checks used inside the metric functions (plain ValueErrors: these are programming errors;
+# user-facing input goes through `prepare`, which raises InputError with file-level messages)
+
+def as_image(x: np.ndarray, dtype: type | None = None) -> np.ndarray:
+    """A 2-D array; ``dtype=None`` keeps float32 as float32 (the Python Evaluators' arithmetic) and
+    turns anything else into float64."""
+    arr = np.asarray(x)
+    if arr.ndim != 2:
+        raise ValueError(f"expected a 2-D image, got shape {arr.shape}")
+    if dtype is None:
+        dtype = np.float32 if arr.dtype == np.float32 else np.float64
+    return arr.astype(dtype, copy=False)
+
+
+def check_triple(f: np.ndarray, a: np.ndarray, b: np.ndarray, dtype: type | None = None,
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`as_image` of a (fused, A, B) triple, checking that the three sizes agree."""
+    f, a, b = as_image(f, dtype), as_image(a, dtype), as_image(b, dtype)
+    if not f.shape == a.shape == b.shape:
+        raise ValueError(f"image shapes differ: fused {f.shape}, A {a.shape}, B {b.shape}")
+    return f, a, b
+
+
+def check_convention(convention: str, allowed: tuple[str, ...]) -> None:
+    if convention not in allowed:
+        raise ValueError(f"unknown convention {convention!r}; choose one of {', '.join(allowed)}")

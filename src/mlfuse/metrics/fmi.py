@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mlfuse.metrics._common import check_triple
+
 __all__ = ["FEATURES", "fmi"]
 
 #: feature extraction methods of ``analysis_fmi`` (its "gradient" is not used by any profile)
@@ -46,17 +48,10 @@ _JOINT_ORDER = np.array(
 
 
 def _check(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    out = []
-    for x, name in ((f, "f"), (a, "a"), (b, "b")):
-        arr = np.asarray(x, dtype=np.float64)
-        if arr.ndim != 2:
-            raise ValueError(f"{name}: expected a 2-D array, got shape {arr.shape}")
-        out.append(arr)
-    if not (out[0].shape == out[1].shape == out[2].shape):
-        raise ValueError(f"shape mismatch: f {out[0].shape}, a {out[1].shape}, b {out[2].shape}")
+    out = check_triple(f, a, b, np.float64)
     if min(out[0].shape) < 3:
         raise ValueError(f"FMI needs images of at least 3 x 3 pixels, got {out[0].shape}")
-    return out[0], out[1], out[2]
+    return out
 
 
 # ------------------------------------------------------------------------------------------ features

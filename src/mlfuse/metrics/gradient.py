@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from mlfuse.metrics._common import check_triple
+
 __all__ = ["nabf", "qabf", "qg"]
 
 _HALF_PI = np.pi / 2
@@ -26,13 +28,7 @@ _BLOCK_ELEMS = 1 << 15
 
 
 def _stack(f: np.ndarray, a: np.ndarray, b: np.ndarray, dtype: type = np.float64) -> np.ndarray:
-    arrs = [np.asarray(x) for x in (f, a, b)]
-    for x, name in zip(arrs, "fab", strict=True):
-        if x.ndim != 2:
-            raise ValueError(f"{name}: expected a 2-D array, got shape {x.shape}")
-    if not (arrs[0].shape == arrs[1].shape == arrs[2].shape):
-        raise ValueError(f"shape mismatch: f {arrs[0].shape}, a {arrs[1].shape}, b {arrs[2].shape}")
-    return np.stack(arrs).astype(dtype, copy=False)
+    return np.stack(check_triple(f, a, b, dtype))
 
 
 def _padded_blocks(stack: np.ndarray, mode: str) -> Iterator[np.ndarray]:

@@ -23,19 +23,14 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage
 
+from mlfuse.metrics._common import check_triple
+
 __all__ = ["qcb", "qcv"]
 
 
 def _check(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    out = []
-    for x, name in ((f, "f"), (a, "a"), (b, "b")):
-        arr = np.asarray(x, dtype=np.float64)
-        if arr.ndim != 2:
-            raise ValueError(f"{name}: expected a 2-D array, got shape {arr.shape}")
-        out.append(arr)
-    if not (out[0].shape == out[1].shape == out[2].shape):
-        raise ValueError(f"shape mismatch: f {out[0].shape}, a {out[1].shape}, b {out[2].shape}")
-    return out[0], out[1], out[2]
+    out = check_triple(f, a, b, np.float64)
+    return out
 
 
 def _matlab_round(x: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from mlfuse.metrics._common import as_image, check_triple
 from mlfuse.metrics.statistics import gray_levels
 
 __all__ = ["TSALLIS_Q", "cross_entropy", "mi", "qmi", "qncie", "qsf", "qte"]
@@ -28,22 +29,15 @@ _L = 256  # grey levels
 TSALLIS_Q = 0.43137
 
 
-def _as_2d(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x)
-    if x.ndim != 2:
-        raise ValueError(f"expected a 2-D image, got shape {x.shape}")
-    return x
-
-
 def _levels(x: np.ndarray) -> np.ndarray:
     """Grey levels round(x) in 0..255 (uint8)."""
-    return gray_levels(_as_2d(x))
+    return gray_levels(as_image(x, np.asarray(x).dtype))
 
 
 def _stretch(x: np.ndarray) -> np.ndarray:
     """Min-max stretch to 0..255 rounded half away from zero, as uint8: VIFB ``Mutinf``'s int16 cast and
     Liu's ``normalize1``. A constant image (where the reference codes divide 0 by 0) maps to 0."""
-    x = _as_2d(x).astype(np.float64)
+    x = as_image(x, np.float64).copy()
     lo, hi = float(x.min()), float(x.max())
     if hi == lo:
         return np.zeros(x.shape, dtype=np.uint8)
@@ -194,9 +188,7 @@ def qsf(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     uses, for every difference, the larger-magnitude one of the two sources' differences.
     Qsf = (SF_F - SF_R) / SF_R (0 when F's activity equals the reference; negative when lower).
     """
-    f, a, b = (_as_2d(x).astype(np.float64, copy=False) for x in (f, a, b))
-    if not f.shape == a.shape == b.shape:
-        raise ValueError(f"image sizes differ: {f.shape}, {a.shape}, {b.shape}")
+    f, a, b = check_triple(f, a, b, np.float64)
     w = np.sqrt(2) / 2
 
     def diff(x: np.ndarray, k: int) -> np.ndarray:

@@ -45,6 +45,7 @@ import numpy as np
 from scipy import ndimage
 
 from mlfuse.errors import InputError
+from mlfuse.metrics._common import check_convention as _check
 
 __all__ = ["filter2_valid", "gaussian_window_1d", "ms_ssim", "ssim", "ssim_formula"]
 
@@ -53,11 +54,6 @@ MS_SSIM_CONVENTIONS = ("tang", "smfnet")
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-def _check(convention: str, allowed: tuple[str, ...]) -> None:
-    if convention not in allowed:
-        raise ValueError(f"unknown convention {convention!r}; choose one of {', '.join(allowed)}")
-
 
 def _images(dtype: type, *images: np.ndarray, min_size: int = 1) -> tuple[np.ndarray, ...]:
     """The inputs as 2-D arrays of ``dtype`` (values unchanged: they are on the 0-255 scale already)."""

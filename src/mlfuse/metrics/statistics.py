@@ -19,30 +19,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from mlfuse.metrics._common import as_image as _arr
+from mlfuse.metrics._common import check_convention as _check
+from mlfuse.metrics._common import check_triple as _triple
+
 __all__ = ["ag", "cc", "edge_intensity", "en", "mse", "psnr", "rmse_vifb", "scd", "sd", "sf"]
-
-
-def _arr(x: np.ndarray) -> np.ndarray:
-    """The input as an array; float32 stays float32 (Python Evaluator arithmetic), anything else float64."""
-    x = np.asarray(x)
-    if x.ndim != 2:
-        raise ValueError(f"expected a 2-D image, got shape {x.shape}")
-    if x.dtype == np.float32:
-        return x
-    return x.astype(np.float64, copy=False)
-
-
-def _triple(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``_arr`` of a (fused, A, B) triple, checking that the three sizes agree."""
-    f, a, b = _arr(f), _arr(a), _arr(b)
-    if not f.shape == a.shape == b.shape:
-        raise ValueError(f"image sizes differ: fused {f.shape}, A {a.shape}, B {b.shape}")
-    return f, a, b
-
-
-def _check(convention: str, allowed: tuple[str, ...]) -> None:
-    if convention not in allowed:
-        raise ValueError(f"unknown convention {convention!r}; choose one of {', '.join(allowed)}")
 
 
 def gray_levels(x: np.ndarray) -> np.ndarray:
