@@ -27,3 +27,5 @@ CARD = register_model(ModelCard(
 ))
 
 __all__ = ["CARD", "PAPER_RELEASE", "MLFNet"]
+
+from mlfuse.models.mlfuse import recipe as _recipe  # noqa: E402,F401  (registers the training recipe)

@@ -1,0 +1,18 @@
+"""Training: one trainer (loop, checkpoints, exact resume, DDP, logs) for every method's recipe."""
+
+from mlfuse.train.config import Config, build_config
+from mlfuse.train.recipe import Recipe, get_recipe, list_recipes, register_recipe, unwrap
+from mlfuse.train.trainer import Trainer, TrainResult
+
+
+def train(method: str, *, config: str | None = None, sets: tuple[str, ...] = (), resume: bool = False,
+          quiet: bool = False, **overrides: object) -> TrainResult:
+    """Train ``method`` with its recipe; ``config`` (TOML/JSON), ``sets`` (``key=value``) and keyword
+    ``overrides`` change the recipe's defaults. Returns where the run was written and its last losses."""
+    recipe = get_recipe(method)
+    cfg = build_config(recipe.defaults, file=config, sets=sets, overrides=overrides)
+    return Trainer(recipe, cfg, resume=resume, quiet=quiet).run()
+
+
+__all__ = ["Config", "Recipe", "TrainResult", "Trainer", "build_config", "get_recipe", "list_recipes",
+           "register_recipe", "train", "unwrap"]

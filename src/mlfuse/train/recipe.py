@@ -1,0 +1,83 @@
+"""A method's training recipe: model, data, optimisers, schedules and losses, as data + a few hooks.
+
+One :class:`~mlfuse.train.trainer.Trainer` runs every recipe (the BasicSR idea: the loop, checkpoints,
+resume, DDP and logging live once; a method only says what differs). Methods register their recipe in
+``mlfuse/models/<method>/recipe.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from mlfuse.errors import MLFuseError
+from mlfuse.train.config import Config
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside a DistributedDataParallel wrapper (or the model itself)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+class Recipe:
+    """Subclass per method. ``defaults`` are the authors' hyper-parameters (config keys)."""
+
+    name: str = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    #: DDP flag, True when a training phase leaves some sub-modules without gradients
+    find_unused_parameters: bool = False
+
+    def build_model(self, cfg: Config) -> nn.Module:
+        from mlfuse.registry import get_card
+
+        return get_card(self.name).builder(**cfg.model_options)
+
+    def train_dataset(self, cfg: Config) -> Dataset:
+        raise NotImplementedError
+
+    def optimizers(self, model: nn.Module, cfg: Config) -> list[torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def schedulers(self, optimizers: list[torch.optim.Optimizer], cfg: Config) -> list[Any]:
+        return []
+
+    def step_schedulers(self, schedulers: list[Any], epoch: int, cfg: Config) -> None:
+        """Called once at the end of every epoch (``epoch`` = the epoch just finished)."""
+        for s in schedulers:
+            s.step()
+
+    def losses(self, model: nn.Module, batch: dict[str, Tensor], epoch: int, cfg: Config) -> dict[str, Tensor]:
+        """Loss terms for one batch; ``"total"`` is backpropagated, every entry is logged. ``model`` may
+        be DDP-wrapped: run the forward through ``model(...)``."""
+        raise NotImplementedError
+
+    def clip_gradients(self, model: nn.Module, epoch: int, cfg: Config) -> None:
+        """Between backward and the optimiser step (e.g. ``clip_grad_norm_``); default: nothing."""
+
+
+_RECIPES: dict[str, Recipe] = {}
+
+
+def register_recipe(recipe: Recipe) -> Recipe:
+    if recipe.name in _RECIPES:
+        raise ValueError(f"recipe '{recipe.name}' registered twice")
+    _RECIPES[recipe.name] = recipe
+    return recipe
+
+
+def get_recipe(name: str) -> Recipe:
+    import mlfuse.models  # noqa: F401  (importing registers every method and its recipe)
+
+    try:
+        return _RECIPES[name]
+    except KeyError:
+        raise MLFuseError(f"no training recipe for '{name}' (trainable: {', '.join(sorted(_RECIPES))})") from None
+
+
+def list_recipes() -> list[str]:
+    import mlfuse.models  # noqa: F401
+
+    return sorted(_RECIPES)

@@ -1,0 +1,376 @@
+"""The one training loop every recipe runs: seeded, resumable to the bit, data-parallel, logged.
+
+* Order of samples: a permutation seeded by ``seed + epoch`` (drop_last), cut into global batches;
+  rank r of W takes the r-th slice of each. Item randomness is ``item_rng(seed, epoch, index)``.
+* Checkpoints (``last.pt``: model, optimisers, schedulers, scaler, position, running sums) are
+  written atomically at every epoch end and every ``checkpoint_every`` iterations; ``resume=True``
+  continues from the exact iteration, so a run killed at any point and resumed ends with the
+  weights of an uninterrupted run.
+* Logs: ``steps.csv`` (every iteration), ``epochs.csv``, ``val.csv`` always; TensorBoard when the
+  ``tensorboard`` package is installed. Validation and sample fusions on held-out pairs every N epochs.
+  Only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from mlfuse.data.io import atomic_write, write_image
+from mlfuse.errors import MLFuseError
+from mlfuse.train.config import Config
+from mlfuse.train.distributed import (
+    DistInfo,
+    all_mean,
+    barrier,
+    cleanup,
+    convert_batchnorm,
+    device_for_rank,
+    init_distributed,
+)
+from mlfuse.train.recipe import Recipe, unwrap
+
+CHECKPOINT = "last.pt"
+WEIGHTS = "model.safetensors"
+#: fault injection for the resume tests: SIGKILL this process right after optimiser step N
+KILL_ENV = "MLFUSE_TEST_KILL_AT_STEP"
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    epochs_done: int
+    steps: int
+    seconds: float
+    last_losses: dict[str, float] = field(default_factory=dict)
+    last_val: dict[str, float] = field(default_factory=dict)
+
+
+def _collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+class _Batches(torch.utils.data.Sampler):
+    """Index lists of one epoch for one rank, from a given iteration on."""
+
+    def __init__(self, order: list[int], batch: int, global_batch: int, rank: int, start: int, steps: int) -> None:
+        self.lists = [order[i * global_batch + rank * batch: i * global_batch + (rank + 1) * batch]
+                      for i in range(start, steps)]
+
+    def __iter__(self):
+        return iter(self.lists)
+
+    def __len__(self) -> int:
+        return len(self.lists)
+
+
+class Trainer:
+    """Runs ``recipe`` with ``cfg``. ``resume``: continue the run in ``cfg.out_dir``."""
+
+    def __init__(self, recipe: Recipe, cfg: Config, *, resume: bool = False, quiet: bool = False) -> None:
+        self.recipe, self.cfg, self.resume, self.quiet = recipe, cfg, resume, quiet
+
+    # --- setup -----------------------------------------------------------------------------------
+    def _device(self) -> torch.device:
+        from mlfuse.fuse import resolve_device
+
+        return resolve_device(self.cfg.device)
+
+    def _precision(self, device: torch.device) -> tuple[torch.dtype | None, bool]:
+        p = self.cfg.precision
+        if p == "fp32":
+            return None, False
+        if p == "bf16":
+            return torch.bfloat16, False
+        if p == "fp16":
+            if device.type != "cuda":
+                raise MLFuseError("precision fp16 needs a CUDA device (use bf16 or fp32 on this device)")
+            return torch.float16, True
+        raise MLFuseError(f"unknown precision '{p}' (choose fp32, bf16 or fp16)")
+
+    def run(self) -> TrainResult:
+        cfg = self.cfg
+        if cfg.threads:
+            torch.set_num_threads(int(cfg.threads))
+        device = self._device()
+        info = init_distributed(device)
+        try:
+            return self._run(info, device_for_rank(device, info))
+        finally:
+            cleanup(info)
+
+    def _run(self, info: DistInfo, device: torch.device) -> TrainResult:
+        cfg, recipe = self.cfg, self.recipe
+        out = Path(cfg.out_dir)
+        ckpt_path = out / CHECKPOINT
+        if info.is_main:
+            if ckpt_path.exists() and not self.resume:
+                raise MLFuseError(f"{out}: holds a training run already; pass --resume to continue it "
+                                  "or choose another --out")
+            if self.resume and not ckpt_path.exists():
+                raise MLFuseError(f"{out}: nothing to resume (no {CHECKPOINT})")
+            out.mkdir(parents=True, exist_ok=True)
+        barrier(info)
+
+        global_batch = int(cfg.batch_size)
+        if global_batch % info.world_size:
+            raise MLFuseError(f"batch_size {global_batch} must be divisible by the {info.world_size} processes")
+        batch = global_batch // info.world_size
+
+        torch.manual_seed(int(cfg.seed))
+        model = recipe.build_model(cfg)
+        from mlfuse.registry import get_card
+
+        model.card = get_card(recipe.name)
+        model.to(device).train()
+        if info.enabled:
+            model = convert_batchnorm(model, device)
+            model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=recipe.find_unused_parameters)
+        net = unwrap(model)
+        optimizers = recipe.optimizers(net, cfg)
+        schedulers = recipe.schedulers(optimizers, cfg)
+        amp_dtype, use_scaler = self._precision(device)
+        scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+
+        dataset = recipe.train_dataset(cfg)
+        n = len(dataset)
+        steps_per_epoch = n // global_batch
+        if steps_per_epoch == 0:
+            raise MLFuseError(f"the training set has {n} items, fewer than one batch of {global_batch}")
+
+        state = {"epoch": 0, "iteration": 0, "step": 0, "sums": {}, "count": 0, "seconds": 0.0}
+        if self.resume:
+            ck = torch.load(ckpt_path, map_location=device, weights_only=True)
+            saved = ck["config"]
+            for key in ("seed", "batch_size", "data"):
+                if json.dumps(saved.get(key), sort_keys=True) != json.dumps(cfg.get(key), sort_keys=True):
+                    raise MLFuseError(f"{ckpt_path}: cannot resume with a different '{key}' "
+                                      f"({saved.get(key)!r} in the checkpoint)")
+            net.load_state_dict(ck["model"])
+            for o, s in zip(optimizers, ck["optimizers"], strict=True):
+                o.load_state_dict(s)
+            for sch, s in zip(schedulers, ck["schedulers"], strict=True):
+                sch.load_state_dict(s)
+            scaler.load_state_dict(ck["scaler"])
+            state = ck["state"]
+        if info.is_main:
+            atomic_write(out / "config.json", lambda fh: fh.write(json.dumps(cfg, indent=1).encode()), overwrite=True)
+        logger = _Logger(out, info.is_main, resume_step=state["step"] if self.resume else None)
+
+        def save_checkpoint() -> None:
+            if not info.is_main:
+                return
+            ck = {"model": net.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
+                  "schedulers": [s.state_dict() for s in schedulers], "scaler": scaler.state_dict(),
+                  "state": state, "config": json.loads(json.dumps(cfg)), "recipe": recipe.name}
+            atomic_write(ckpt_path, lambda fh: torch.save(ck, fh), overwrite=True)
+
+        kill_at = int(os.environ.get(KILL_ENV, "0"))
+        t0 = time.perf_counter() - state["seconds"]
+        max_steps = int(cfg.max_steps)
+        last_losses: dict[str, float] = {}
+        last_val: dict[str, float] = {}
+        epochs = int(cfg.epochs)
+        bar = tqdm(total=epochs * steps_per_epoch, initial=state["epoch"] * steps_per_epoch + state["iteration"],
+                   disable=self.quiet or not info.is_main, desc=f"train {recipe.name}", unit="it", dynamic_ncols=True)
+        stop = False
+        while state["epoch"] < epochs and not stop:
+            epoch = state["epoch"]
+            if hasattr(dataset, "set_epoch"):
+                dataset.set_epoch(epoch)
+            g = torch.Generator().manual_seed(int(cfg.seed) * 100003 + epoch)
+            order = torch.randperm(n, generator=g)[: steps_per_epoch * global_batch].tolist()
+            loader = torch.utils.data.DataLoader(
+                dataset, batch_sampler=_Batches(order, batch, global_batch, info.rank, state["iteration"],
+                                                steps_per_epoch),
+                num_workers=int(cfg.num_workers), collate_fn=_collate)
+            for data in loader:
+                data = {k: v.to(device, non_blocking=True) for k, v in data.items()}
+                for o in optimizers:
+                    o.zero_grad(set_to_none=True)
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    losses = recipe.losses(model, data, epoch, cfg)
+                if "total" not in losses:
+                    raise MLFuseError(f"recipe '{recipe.name}' returned no 'total' loss")
+                scaler.scale(losses["total"]).backward()
+                if use_scaler:
+                    for o in optimizers:
+                        scaler.unscale_(o)
+                recipe.clip_gradients(net, epoch, cfg)
+                for o in optimizers:
+                    scaler.step(o)
+                scaler.update()
+                values = all_mean({k: float(v.detach()) for k, v in losses.items()}, info, device)
+                state["iteration"] += 1
+                state["step"] += 1
+                state["count"] += 1
+                for k, v in values.items():
+                    state["sums"][k] = state["sums"].get(k, 0.0) + v
+                lr = optimizers[0].param_groups[0]["lr"] if optimizers else 0.0
+                logger.step(state["step"], epoch, state["iteration"], lr, values)
+                last_losses = values
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
+                if kill_at and state["step"] == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                if max_steps and state["step"] >= max_steps:
+                    stop = True
+                if stop or (cfg.checkpoint_every and state["step"] % int(cfg.checkpoint_every) == 0):
+                    state["seconds"] = time.perf_counter() - t0
+                    save_checkpoint()
+                if stop:
+                    break
+            if stop:
+                break
+            recipe.step_schedulers(schedulers, epoch, cfg)
+            mean = {k: v / max(state["count"], 1) for k, v in state["sums"].items()}
+            state.update(epoch=epoch + 1, iteration=0, sums={}, count=0, seconds=time.perf_counter() - t0)
+            logger.epoch(epoch + 1, state["step"], lr, mean, state["seconds"])
+            done = epoch + 1
+            if info.is_main and cfg.val and cfg.val_every and (done % int(cfg.val_every) == 0 or done == epochs):
+                last_val = validate(net, cfg, out, done, quiet=self.quiet)
+                logger.val(done, state["step"], last_val)
+            elif info.is_main and cfg.val and cfg.sample_every and done % int(cfg.sample_every) == 0:
+                validate(net, cfg, out, done, quiet=self.quiet, metrics=False)
+            save_checkpoint()
+            if info.is_main and cfg.keep_epoch_checkpoints and done % int(cfg.keep_epoch_checkpoints) == 0:
+                save_weights(net, out / f"epoch_{done:04d}.safetensors", recipe.name, cfg, state)
+            barrier(info)
+        bar.close()
+        if info.is_main:
+            save_weights(net, out / WEIGHTS, recipe.name, cfg, state)
+        logger.close()
+        barrier(info)
+        return TrainResult(out, state["epoch"], state["step"], time.perf_counter() - t0, last_losses, last_val)
+
+
+def save_weights(net: nn.Module, path: Path, method: str, cfg: Config, state: dict[str, Any]) -> Path:
+    """The network's weights as safetensors (mlfuse's own format) with the run described in metadata."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    meta = {"method": method, "epochs_done": str(state["epoch"]), "steps": str(state["step"]),
+            "config": json.dumps(cfg, sort_keys=True)}
+    return atomic_write(path, lambda fh: fh.write(save(tensors, metadata=meta)), overwrite=True)
+
+
+def validation_pairs(cfg: Config) -> list:
+    from mlfuse.train.data import collect_pairs
+
+    pairs = collect_pairs(cfg.val, what="val")
+    return pairs[: int(cfg.val_max_pairs)] if cfg.val_max_pairs else pairs
+
+
+def validate(net: nn.Module, cfg: Config, out: Path, epoch: int, *, quiet: bool = True,
+             metrics: bool = True) -> dict[str, float]:
+    """Fuse the validation pairs with the current weights (eval mode), save sample fusions, and
+    return the mean of the ``val_profile`` metrics."""
+    from mlfuse.fuse import run_network, to_uint8
+    from mlfuse.metrics.evaluate import evaluate
+    from mlfuse.train.data import load_gray_u8
+
+    was_training = net.training
+    net.eval()
+    scores: dict[str, list[float]] = {}
+    sample_dir = out / "samples" / f"epoch_{epoch:04d}"
+    pairs = validation_pairs(cfg)
+    try:
+        for i, p in enumerate(tqdm(pairs, desc="validate", disable=quiet, leave=False)):
+            s, f = load_gray_u8(p.structural), load_gray_u8(p.functional)
+            raw = run_network(net, s.astype(np.float32) / 255, f.astype(np.float32) / 255)
+            fused = to_uint8(raw, net.card.output_rule)
+            if cfg.sample_every and epoch % int(cfg.sample_every) == 0 and i < 8:
+                write_image(fused, sample_dir / f"{i:02d}_{p.name}.png", overwrite=True)
+            if metrics:
+                res = evaluate(fused, f, s, cfg.val_profile, slow=bool(cfg.val_slow_metrics))
+                for k, v in res.items():
+                    scores.setdefault(k, []).append(v)
+    finally:
+        net.train(was_training)
+    return {k: float(np.nanmean(v)) for k, v in scores.items()}
+
+
+class _Logger:
+    """CSV always (``steps.csv``, ``epochs.csv``, ``val.csv``), TensorBoard if installed; rank 0 only."""
+
+    def __init__(self, out: Path, active: bool, resume_step: int | None) -> None:
+        self.active = active
+        self.out = out
+        self.tb = None
+        if not active:
+            return
+        if resume_step is not None:  # drop log rows written after the checkpoint we resume from
+            _truncate_csv(out / "steps.csv", "step", resume_step)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tb"), purge_step=resume_step)
+        except ImportError:
+            self.tb = None
+
+    def _append(self, name: str, row: dict[str, Any]) -> None:
+        path = self.out / name
+        new = not path.exists()
+        with path.open("a", newline="") as fh:
+            w = csv.writer(fh)
+            if new:
+                w.writerow(list(row))
+            w.writerow([f"{v:.8g}" if isinstance(v, float) else v for v in row.values()])
+
+    def step(self, step: int, epoch: int, iteration: int, lr: float, values: dict[str, float]) -> None:
+        if not self.active:
+            return
+        self._append("steps.csv", {"step": step, "epoch": epoch, "iteration": iteration, "lr": lr, **values})
+        if self.tb:
+            for k, v in values.items():
+                self.tb.add_scalar(f"train/{k}", v, step)
+            self.tb.add_scalar("train/lr", lr, step)
+
+    def epoch(self, epoch: int, step: int, lr: float, mean: dict[str, float], seconds: float) -> None:
+        if self.active:
+            self._append("epochs.csv", {"epoch": epoch, "step": step, "lr": lr, "seconds": seconds, **mean})
+
+    def val(self, epoch: int, step: int, scores: dict[str, float]) -> None:
+        if not self.active:
+            return
+        self._append("val.csv", {"epoch": epoch, "step": step, **scores})
+        if self.tb:
+            for k, v in scores.items():
+                self.tb.add_scalar(f"val/{k}", v, step)
+
+    def close(self) -> None:
+        if self.tb:
+            self.tb.close()
+
+
+def _truncate_csv(path: Path, key: str, last: int) -> None:
+    if not path.exists():
+        return
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        return
+    col = rows[0].index(key)
+    kept = [rows[0]] + [r for r in rows[1:] if int(r[col]) <= last]
+
+    def write(fh) -> None:
+        import io
+
+        buf = io.StringIO()
+        csv.writer(buf).writerows(kept)
+        fh.write(buf.getvalue().encode())
+
+    atomic_write(path, write, overwrite=True)
