@@ -117,7 +117,7 @@ def create_model(name: str, weights: str | Path | None = "default", *, device: s
     model.card = card
     path = resolve_weights(card, weights) if card.needs_weights else None
     if path is not None:
-        load_into(model, read_checkpoint(path), path)
+        load_into(model, read_checkpoint(path, convert=getattr(model, "convert_checkpoint", None)), path)
         model.weights_source = str(path)
     else:
         model.weights_source = None

@@ -3,13 +3,14 @@
 Checkpoints are read with ``torch.load(..., weights_only=True)`` (never a full unpickle) or with
 safetensors, the format mlfuse ships. Accepted layouts: a bare state_dict, ``{'model': sd}`` (the
 MLFuse authors' ``{'epoch', 'model'}``), ``{'state_dict': sd}``, and keys prefixed by ``module.``
-(DataParallel / DDP).
+(DataParallel / DDP). A model may read other layouts through a ``convert_checkpoint(obj)`` hook
+(e.g. the CDDFuse family's dict of sub-module state_dicts), passed here as ``convert``.
 """
 
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -20,8 +21,13 @@ from mlfuse.errors import CheckpointError
 _WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "net", "params")
 
 
-def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a checkpoint file into a flat ``{key: tensor}`` dict on the CPU, without unpickling code."""
+def read_checkpoint(path: str | Path, convert: Callable[[object], Mapping[str, torch.Tensor] | None] | None = None
+                    ) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file into a flat ``{key: tensor}`` dict on the CPU, without unpickling code.
+
+    ``convert`` (a model's ``convert_checkpoint``) gets the loaded object first and returns a flat
+    state_dict, or ``None`` to fall back to the generic layouts of :func:`extract_state_dict`.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
@@ -43,6 +49,13 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"{path}: refused to load: it is not a plain tensor checkpoint ({_first_line(exc)})"
         ) from None
+    if convert is not None:
+        try:
+            converted = convert(obj)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
+        if converted is not None:
+            return dict(converted)
     return extract_state_dict(obj, path)
 
 
