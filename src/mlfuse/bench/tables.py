@@ -1,0 +1,92 @@
+"""Bench tables: per dataset and profile a paper-style table (methods x metrics, mean ± std, best
+value in bold by each metric's direction, failed methods shown with their reason), a long-format
+CSV of the same numbers, and the efficiency table. Built on :mod:`mlfuse.metrics.report`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+from mlfuse.bench.efficiency import Efficiency
+from mlfuse.metrics.evaluate import EvalReport
+from mlfuse.metrics.report import best_methods, table_rows
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def markdown_table(report: EvalReport, order: list[str], failed: dict[str, str]) -> str:
+    """One Markdown table; ``order`` gives the row order of every method, ``failed`` maps a method
+    that produced nothing on this dataset to its one-line reason (shown in the row, not scored)."""
+    header, rows = table_rows(report)
+    best = best_methods(report)
+    by_method = {r[0]: r for r in rows}
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method in order:
+        if method in failed:
+            cells = [_cell(method), "0", f"failed: {_cell(failed[method])}"] + ["—"] * (len(header) - 3)
+        elif method in by_method:
+            row = by_method[method]
+            cells = [_cell(method), row[1]] + [f"**{c}**" if method in best[m] else c
+                                              for c, m in zip(row[2:], report.metrics, strict=True)]
+        else:
+            continue
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def summary_csv(report: EvalReport, order: list[str], failed: dict[str, str]) -> str:
+    """Long format, one line per method and metric: the numbers of the Markdown table plus each
+    metric's direction and whether the value is the best."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["method", "metric", "higher_is_better", "mean", "std", "n", "best", "status"])
+    summary = report.summary()
+    best = best_methods(report)
+    directions = report.directions()
+    for method in order:
+        for metric in report.metrics:
+            if method in failed:
+                writer.writerow([method, metric, directions[metric], "", "", 0, False, f"failed: {failed[method]}"])
+            elif method in summary:
+                mean, std, n = summary[method][metric]
+                writer.writerow([method, metric, directions[metric], repr(mean), repr(std), n,
+                                 method in best[metric], "ok"])
+    return buf.getvalue()
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
+
+
+def efficiency_markdown(rows: list[Efficiency]) -> str:
+    gpu = any(r.gpu_s is not None for r in rows)
+    header = ["method", "parameters", "GFLOPs", "CPU s / image", "CPU peak MB"]
+    if gpu:
+        header += ["GPU ms / image", "GPU peak MB"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        if r.error:
+            cells = [_cell(r.label), f"failed: {_cell(r.error)}"] + ["—"] * (len(header) - 2)
+        else:
+            flops = "n/a" if r.flops is None else _num(r.flops / 1e9, ".2f")
+            cells = [_cell(r.label), f"{r.params:,}" if r.params is not None else "—", flops,
+                     _num(r.cpu_s, ".3f"), _num(r.cpu_peak_mb, ".0f")]
+            if gpu:
+                cells += [_num(None if r.gpu_s is None else r.gpu_s * 1e3, ".2f"), _num(r.gpu_peak_mb, ".0f")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def efficiency_csv(rows: list[Efficiency]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    fields = ["label", "size", "params", "flops", "cpu_s", "cpu_threads", "cpu_peak_mb", "gpu_s", "gpu_peak_mb",
+              "error"]
+    writer.writerow(fields)
+    for r in rows:
+        writer.writerow(["x".join(map(str, r.size)) if f == "size" else ("" if getattr(r, f) is None else getattr(r, f))
+                         for f in fields])
+    return buf.getvalue()
