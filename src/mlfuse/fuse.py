@@ -27,8 +27,9 @@ from mlfuse.data.color import COLOR_MODES, colorize
 from mlfuse.data.io import Image, as_image, write_image
 from mlfuse.data.pairs import Pairing, pair_folders
 from mlfuse.errors import InputError, MLFuseError, OutputError
+from mlfuse.tiling import default_budget, resolve_tile, tiled_forward
 
-OUTPUT_RULES = ("minmax", "clamp")
+OUTPUT_RULES = ("minmax", "clamp", "minmax-round")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -58,10 +59,14 @@ def _pad_amounts(size: int, minimum: int, multiple: int) -> tuple[int, int]:
 
 
 def run_network(model: nn.Module, structural: np.ndarray, functional: np.ndarray,
-                precision: str = "fp32") -> np.ndarray:
+                precision: str = "fp32", tile: str | int | None = "off", tile_budget_mb: float | None = None,
+                progress: bool = False) -> np.ndarray:
     """Raw network output (float32 H x W) for two gray float32 H x W images in [0, 1].
 
-    Pads by reflection to the card's ``min_size`` / ``size_multiple`` and crops back.
+    Pads by reflection to the card's ``min_size`` / ``size_multiple`` and crops back. ``tile``:
+    ``"off"``, ``"auto"`` (tiles only when the image does not fit ``tile_budget_mb``, default
+    :func:`mlfuse.tiling.default_budget`) or a tile size in pixels: exact tiled inference with
+    bounded memory (:mod:`mlfuse.tiling`); the output rule then sees the assembled raw image.
     """
     if precision not in PRECISIONS:
         raise MLFuseError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
@@ -74,12 +79,21 @@ def run_network(model: nn.Module, structural: np.ndarray, functional: np.ndarray
         structural = np.pad(structural, pads, mode="reflect")
         functional = np.pad(functional, pads, mode="reflect")
     device = next(model.parameters()).device
-    s = torch.from_numpy(np.ascontiguousarray(structural))[None, None].to(device)
-    f = torch.from_numpy(np.ascontiguousarray(functional))[None, None].to(device)
+    # CPU tiles run one per core with single-threaded ops (no per-op thread synchronisation)
+    workers = getattr(model, "workers", torch.get_num_threads()) if device.type == "cpu" else 1
+    budget = default_budget(device) if tile_budget_mb is None else int(tile_budget_mb * 2**20)
+    tile_size = resolve_tile(tile, model, *structural.shape, budget, workers)
+    s = torch.from_numpy(np.ascontiguousarray(structural))[None, None]
+    f = torch.from_numpy(np.ascontiguousarray(functional))[None, None]
+    if tile_size is None:
+        s, f = s.to(device), f.to(device)
     dtype = PRECISIONS[precision]
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32,
                                                 enabled=dtype is not None):
-        out = model.fusion_forward(s, f)
+        if tile_size is None:
+            out = model.fusion_forward(s, f)
+        else:
+            out = tiled_forward(model, s, f, tile_size, progress=progress, workers=workers)
     out = out.float()[0, 0].cpu().numpy()
     return out[top:top + h, left:left + w]
 
@@ -89,7 +103,10 @@ def to_uint8(raw: np.ndarray, rule: str = "minmax") -> np.ndarray:
 
     ``minmax``: the MLFuse authors' ``test_gray.py`` (spec section 9.1 step 5): per-image
     ``(f - min) / (max - min)``, x255, truncation (torchvision ``mul(255).byte()``), in float32.
-    ``clamp``: clamp to [0, 1], x255, round to nearest. A constant output (max == min, e.g. a
+    ``clamp``: clamp to [0, 1], x255, round to nearest. ``minmax-round``: the CDDFuse/EMMA test
+    scripts (common-cddfuse-family §6.2): the float32 min-max x255 image saved by scikit-image 0.19 /
+    imageio 2.9, which re-stretches it in float64 and rounds with ties down,
+    ``floor((v - min v) / (max v - min v) * 255 + 0.499999999)``. A constant output (max == min, e.g. a
     1x1 image) cannot be stretched and falls back to ``clamp``.
     """
     if rule not in OUTPUT_RULES:
@@ -99,11 +116,15 @@ def to_uint8(raw: np.ndarray, rule: str = "minmax") -> np.ndarray:
     if rule == "minmax" and hi > lo:
         norm = (raw - lo) / (hi - lo)
         return (norm * np.float32(255)).astype(np.uint8)
+    if rule == "minmax-round" and hi > lo:
+        v = (((raw - lo) / (hi - lo)) * np.float32(255)).astype(np.float64)
+        return np.floor((v - v.min()) / (v.max() - v.min()) * 255 + 0.499999999).astype(np.uint8)
     return np.rint(np.clip(raw, 0, 1) * 255).astype(np.uint8)
 
 
 def fuse_images(model: nn.Module, structural: Image, functional: Image, *, color: str = "ycbcr",
-                output: str | None = None, precision: str = "fp32") -> np.ndarray:
+                output: str | None = None, precision: str = "fp32", tile: str | int | None = "off",
+                tile_budget_mb: float | None = None, progress: bool = False) -> np.ndarray:
     """Fuse two loaded images; returns uint8 H x W (gray) or H x W x 3 (colour)."""
     if structural.size != functional.size:
         (sh, sw), (fh, fw) = structural.size, functional.size
@@ -112,7 +133,7 @@ def fuse_images(model: nn.Module, structural: Image, functional: Image, *, color
         )
     if color not in COLOR_MODES:
         raise MLFuseError(f"unknown colour mode '{color}' (choose from {', '.join(COLOR_MODES)})")
-    raw = run_network(model, structural.gray(), functional.gray(), precision)
+    raw = run_network(model, structural.gray(), functional.gray(), precision, tile, tile_budget_mb, progress)
     fused = to_uint8(raw, output or model.card.output_rule)
     colour_sources = [im.pixels for im in (structural, functional) if im.is_color]
     return colorize(fused, colour_sources, color)
@@ -120,12 +141,14 @@ def fuse_images(model: nn.Module, structural: Image, functional: Image, *, color
 
 def fuse_pair(model: nn.Module, structural: np.ndarray | str | os.PathLike,
               functional: np.ndarray | str | os.PathLike, *, color: str = "ycbcr",
-              output: str | None = None, precision: str = "fp32") -> np.ndarray:
+              output: str | None = None, precision: str = "fp32", tile: str | int | None = "off",
+              tile_budget_mb: float | None = None, progress: bool = False) -> np.ndarray:
     """Fuse one pair given as paths or arrays (structural = visible/MRI, functional =
     infrared/CT/PET/SPECT). ``color``: ``ycbcr`` | ``paper`` | ``gray``; ``output``: ``minmax`` |
-    ``clamp`` (default: the method's own rule); ``precision``: ``fp32`` | ``bf16`` | ``fp16``."""
+    ``clamp`` (default: the method's own rule); ``precision``: ``fp32`` | ``bf16`` | ``fp16``;
+    ``tile``: ``off`` | ``auto`` | N (see :func:`run_network`)."""
     return fuse_images(model, as_image(structural), as_image(functional), color=color, output=output,
-                       precision=precision)
+                       precision=precision, tile=tile, tile_budget_mb=tile_budget_mb, progress=progress)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from mlfuse.data.io import write_image
 from mlfuse.data.pairs import find_modality_dirs
 from mlfuse.errors import InputError, MLFuseError
 from mlfuse.fuse import DEVICES, OUTPUT_RULES, PRECISIONS, fuse_folder, fuse_pair, resolve_device
-from mlfuse.registry import create_model
+from mlfuse.registry import create_model, get_card
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,12 +27,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="output file (one pair) or folder (folders)")
     p.add_argument("--model", default="mlfuse", help="registered method (see `mlfuse models`)")
     p.add_argument("--weights", default="default", help="checkpoint file or release name (default: the model's)")
+    p.add_argument("--task", default=None, metavar="TASK",
+                   help="model variant for methods that have several, e.g. cddfuse: ivf (default), mif "
+                        "(its MIF checkpoint), mif-ivfckpt (its IVF checkpoint on medical pairs)")
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS))
     p.add_argument("--color", default="ycbcr", choices=COLOR_MODES,
                    help="colour output: full-range YCbCr (default), the authors' MATLAB tool, or gray")
     p.add_argument("--intensity", default=None, choices=OUTPUT_RULES,
                    help="minmax: the authors' per-image stretch (default); clamp: unstretched")
+    p.add_argument("--tile", default="auto", metavar="auto|N|off",
+                   help="exact tiled inference (same output, bounded memory): auto tiles only images that do "
+                        "not fit --tile-budget (default), N uses N x N-pixel tiles, off never tiles")
+    p.add_argument("--tile-budget", type=float, default=None, metavar="MB",
+                   help="memory for --tile auto: images that fit it run whole, larger ones in tiles that fit it "
+                        "(default: 1024, less if the machine has less free)")
+    p.add_argument("--fast", action="store_true",
+                   help="optimised copy of the network: BN folded, fused conv+activation, channels-last, "
+                        "cache-blocked tiles on the CPU (same output to ~1e-6)")
     p.add_argument("--ext", default="png", help="output format for folder runs (default png)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--skip-existing", action="store_true", help="folder runs: leave existing outputs alone")
@@ -77,13 +89,27 @@ def source_paths(args: argparse.Namespace) -> tuple[Path, Path]:
     return Path(args.structural), Path(args.functional)
 
 
+def task_option(model: str, task: str | None) -> dict[str, str]:
+    """``{"task": task}`` for the model builder, checked against the card's ``extra["tasks"]``."""
+    if task is None:
+        return {}
+    tasks = get_card(model).extra.get("tasks", ())
+    if task not in tasks:
+        have = f"its tasks are {', '.join(tasks)}" if tasks else "it has no task variants"
+        raise MLFuseError(f"--task {task}: not available for model '{model}' ({have})")
+    return {"task": task}
+
+
 def run(args: argparse.Namespace) -> int:
     s_path, f_path = source_paths(args)
     folder_mode = s_path.is_dir() or f_path.is_dir()
     if folder_mode and not (s_path.is_dir() and f_path.is_dir()):
         file_one = f_path if s_path.is_dir() else s_path
         raise InputError(f"{file_one}: expected a folder like the other role's input (or give two files)")
-    opts = {"color": args.color, "output": args.intensity, "precision": args.precision}
+    opts = {"color": args.color, "output": args.intensity, "precision": args.precision, "tile": args.tile,
+            "tile_budget_mb": args.tile_budget}
+    if args.tile_budget is not None and not args.tile_budget > 0:
+        raise MLFuseError(f"--tile-budget {args.tile_budget}: expected a positive number of megabytes")
     out = Path(args.output)
     if not folder_mode:  # read inputs before building the model: a bad file fails fast
         from mlfuse.data.io import read_image
@@ -93,9 +119,15 @@ def run(args: argparse.Namespace) -> int:
             out = out / f"{s_path.stem}.png"
         if out.exists() and not args.overwrite:
             raise MLFuseError(f"{out}: already exists (pass --overwrite to replace it)")
-    model = create_model(args.model, weights=args.weights, device=resolve_device(args.device))
+    model = create_model(args.model, weights=args.weights, device=resolve_device(args.device),
+                         **task_option(args.model, args.task))
+    if args.fast:
+        from mlfuse.fastpath import optimize_for_inference
+
+        model = optimize_for_inference(model)
     if not folder_mode:
-        write_image(fuse_pair(model, s_img.pixels, f_img.pixels, **opts), out, overwrite=args.overwrite)
+        write_image(fuse_pair(model, s_img.pixels, f_img.pixels, progress=not args.quiet, **opts), out,
+                    overwrite=args.overwrite)
         if not args.quiet:
             print(f"wrote {out}", file=sys.stderr)
         return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +22,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mlfuse.models.base import FusionModel
+from mlfuse.tiling import TileSpec
+
+if TYPE_CHECKING:
+    from mlfuse.tiling import Tiler, Window
 
 
 def _softmax_16_lane_float32(logits: Tensor) -> Tensor:
@@ -223,6 +228,17 @@ class MLFNet(FusionModel):
     #: smallest input side the edge branch accepts (stride-2 conv then a 7x7 max-pool)
     MIN_SIZE = 15
 
+    #: exact tiling (mlfuse.tiling): the full-resolution path's receptive radius is 6 (stem, three
+    #: chained CBPs, two reconstruction convs); the edge branch's stride-6 map and both SSD gates are
+    #: whole-image operations, computed by :meth:`tile_context` in two streaming passes
+    TILE_SPEC = TileSpec(
+        halo=6, align=1,
+        global_ops=("SSD channel gate: softmax-weighted pooling over all H*W positions",
+                    "SSD spatial gate: global average pool, then softmax over all H*W positions",
+                    "edge branch: stride-6 low-resolution map, bilinearly resized to H x W"),
+        bytes_per_pixel=3072,  # measured ~2.5 kB per window pixel over a tiled run (all passes), fp32
+    )
+
     def __init__(self, reference_softmax: bool = False) -> None:
         """``reference_softmax``: emulate the float32 summation of the machine that produced the
         authors' reference outputs in the SSD channel gate (see :func:`_softmax_16_lane_float32`);
@@ -248,3 +264,223 @@ class MLFNet(FusionModel):
     def fusion_forward(self, structural: Tensor, functional: Tensor) -> Tensor:
         """The fused image only (raw tanh output), as the common fusion pipeline expects."""
         return self.forward(structural, functional)[0]
+
+    def tile_context(self, structural: Tensor, functional: Tensor, tiler: Tiler) -> dict:
+        """Whole-image quantities for tiled inference, in two streaming passes over the tiles:
+        the edge branch's low-resolution map (pooled on the stride-6 grid, then its three convs on
+        the whole map), the SSD channel gate (online softmax-weighted pooling) and the spatial
+        gate's global mean and log-sum-exp. Inputs: full-size B x 1 x H x W tensors."""
+        return _mlfnet_tile_context(self, structural, functional, tiler)
+
+    def tile_forward(self, structural: Tensor, functional: Tensor, context: dict, window: Window) -> Tensor:
+        """Raw fused output for one window's region, given :meth:`tile_context`'s result; equals
+        the untiled ``fusion_forward`` on the window's core (up to float rounding)."""
+        return _mlfnet_tile_forward(self, structural, functional, context, window)
+
+
+# --------------------------------------------------------------------------------------------------
+# Tiling hooks (mlfuse.tiling): the whole-image operations of MLFNet computed in streaming passes.
+# --------------------------------------------------------------------------------------------------
+
+#: the edge branch's low-resolution grid: stride-2 conv then a stride-3 max-pool (spec section 4)
+EDGE_STRIDE = 6
+
+#: tiling keeps the edge branch's full-size resized map in memory up to this size (else per window)
+FULL_RESIZE_BYTES = 64 << 20
+
+
+def _edge_lowres_size(n: int) -> int:
+    """Side of the edge branch's low-resolution map for an input side ``n`` (spec section 4:
+    H1 = (H-3)//2 + 1, H2 = (H1-7)//3 + 1)."""
+    return ((n - 3) // 2 + 1 - 7) // 3 + 1
+
+
+def _linear_taps(n_in: int, n_out: int, start: int, stop: int, device: torch.device,
+                 dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Source indices and weights of PyTorch's bilinear resize (``align_corners=False``, size
+    given) for output positions ``start:stop`` of ``n_out``, in the CPU kernel's float32 arithmetic:
+    scale = n_in / n_out, src = max(scale * (i + 0.5) - 0.5, 0), i0 = floor(src), i1 = min(i0 + 1, n_in - 1),
+    weights (1 - l, l) with l = src - i0."""
+    scale = np.float32(n_in) / np.float32(n_out)
+    src = scale * (np.arange(start, stop, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5)
+    src = np.maximum(src, np.float32(0))
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    lam = np.clip(src - i0.astype(np.float32), np.float32(0), np.float32(1))
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return (torch.from_numpy(i0).to(device), torch.from_numpy(i1).to(device),
+            torch.from_numpy(np.float32(1) - lam).to(device=device, dtype=dtype),
+            torch.from_numpy(lam).to(device=device, dtype=dtype))
+
+
+def resize_bilinear_window(low: Tensor, size: tuple[int, int], rows: tuple[int, int],
+                           cols: tuple[int, int]) -> Tensor:
+    """``F.interpolate(low, size, mode="bilinear", align_corners=False)[..., r0:r1, c0:c1]`` without
+    building the full-size map: the window's taps are computed from the global output size."""
+    i0, i1, a0, a1 = _linear_taps(low.shape[-2], size[0], *rows, low.device, low.dtype)
+    j0, j1, b0, b1 = _linear_taps(low.shape[-1], size[1], *cols, low.device, low.dtype)
+
+    def along_w(x: Tensor) -> Tensor:
+        return x.index_select(3, j0) * b0 + x.index_select(3, j1) * b1
+
+    a0, a1 = a0.view(-1, 1), a1.view(-1, 1)
+    return along_w(low.index_select(2, i0)) * a0 + along_w(low.index_select(2, i1)) * a1
+
+
+class _StreamingSoftmax:
+    """Softmax over positions that arrive in pieces (the online softmax of Milakov & Gimelshein
+    2018): per piece a maximum ``m``, the sum of ``exp(q - m)`` and, optionally, the
+    softmax-weighted sum of values; pieces merge by rescaling to the larger maximum. Exact in float64."""
+
+    def __init__(self) -> None:
+        self.m: Tensor | None = None
+        self.den: Tensor | None = None
+        self.num: Tensor | None = None
+
+    @staticmethod
+    def piece(q: Tensor, v: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``q``: B x 1 x n logits; ``v``: B x C x n values (same dtype) -> (m, den, num)."""
+        m = q.amax(dim=2, keepdim=True)
+        e = torch.exp(q - m)
+        return m, e.sum(dim=2, keepdim=True), (torch.matmul(v, e.transpose(1, 2)) if v is not None else None)
+
+    def merge(self, m: Tensor, den: Tensor, num: Tensor | None) -> None:
+        if self.m is None:
+            self.m, self.den, self.num = m, den, num
+            return
+        m_new = torch.maximum(self.m, m)
+        r_old, r = torch.exp(self.m - m_new), torch.exp(m - m_new)
+        self.den = self.den * r_old + den * r
+        self.num = self.num * r_old + num * r if num is not None else None
+        self.m = m_new
+
+
+def _mlfnet_tile_context(net: MLFNet, structural: Tensor, functional: Tensor, tiler: Tiler) -> dict:
+    h, w = structural.shape[-2:]
+    if min(h, w) < net.MIN_SIZE:
+        raise ValueError(f"MLFNet needs H, W >= {net.MIN_SIZE}, got {h}x{w}")
+    edg, ssd = net.edg_net, net.ssd_net
+    hl, wl = _edge_lowres_size(h), _edge_lowres_size(w)
+    minimum = (net.MIN_SIZE, net.MIN_SIZE)
+
+    def pass1(win: Window) -> tuple:
+        """The edge branch down to its max-pool on the stride-6 grid (the cells this window's core
+        owns); the SSD stem's sum and the channel gate's softmax-weighted pooling over the core."""
+        s_t, f_t = tiler.load(structural, win), tiler.load(functional, win)
+        p = F.max_pool2d(edg.conv2(edg.conv1(net.inc_edg(s_t))), kernel_size=7, stride=3)
+        r0, c0 = -(-win.core_top // EDGE_STRIDE), -(-win.core_left // EDGE_STRIDE)
+        r1 = min(-(-win.core_bottom // EDGE_STRIDE), hl)
+        c1 = min(-(-win.core_right // EDGE_STRIDE), wl)
+        ro, co = win.top // EDGE_STRIDE, win.left // EDGE_STRIDE
+        cells = (r0, r1, c0, c1, p[:, :, r0 - ro:r1 - ro, c0 - co:c1 - co])
+        rows, cols = win.core_in_region
+        x = net.inc_ssd(f_t)
+        q = ssd.conv_q_right(x)
+        b = q.shape[0]
+        with _exact_global_ops(x) as acc:
+            q_core = q[:, :, rows, cols].reshape(b, 1, -1).to(acc)
+            m, den, _ = _StreamingSoftmax.piece(q_core)
+            # softmax weights on the core (zero on the halo) and the core mask, then one product
+            # with the window's features: sum_p e(p) X(p) and sum_p X(p). conv_v_right is linear
+            # without bias, so the channel gate's sum_p e(p) v(p) = conv_v_right(sum_p e(p) X(p)).
+            weights = x.new_zeros((b, 2, *x.shape[2:]))
+            weights[:, 0, rows, cols] = torch.exp(q_core - m).to(x.dtype).view_as(q[:, 0, rows, cols])
+            weights[:, 1, rows, cols] = 1
+            sums = _channel_products(x, weights).to(acc)  # B x C x 2, float32 products within the window
+            num = (ssd.conv_v_right.weight.flatten(1).to(acc) @ sums[:, :, :1])  # B x C/2 x 1
+        return cells, (m, den, num), sums[:, :, 1], q_core.shape[2]
+
+    halo = 2 * EDGE_STRIDE  # the stem (1) and the 15-pixel footprint of a pooled cell (6j .. 6j+14)
+    pieces = tiler.map(pass1, tiler.windows(h, w, halo, EDGE_STRIDE, minimum), "global pass 1/2")
+    p = pieces[0][0][4]
+    pooled = p.new_empty((p.shape[0], p.shape[1], hl, wl))
+    pool_ch, sum_x, count = _StreamingSoftmax(), 0, 0
+    for (r0, r1, c0, c1, cell), soft, part, n in pieces:  # in window order: deterministic
+        if r1 > r0 and c1 > c0:
+            pooled[:, :, r0:r1, c0:c1] = cell
+        pool_ch.merge(*soft)
+        sum_x, count = sum_x + part, count + n
+    t_low = edg.conv3_(F.relu(edg.conv3(F.relu(edg.conv_max(pooled)))))
+    dtype = t_low.dtype
+    with _exact_global_ops(t_low) as acc:
+        z = (pool_ch.num / pool_ch.den).unsqueeze(-1).to(dtype)  # B x C/2 x 1 x 1
+        # mean over positions of conv_q_left(X) = conv_q_left(mean of X): the conv is linear, no bias
+        g = (sum_x / count) @ ssd.conv_q_left.weight.flatten(1).to(acc).T  # B x C/2
+    g_ch = torch.sigmoid(ssd.conv_up(z))
+    # the spatial gate's logit g . conv_v_left(X) = (conv_v_left^T g) . X: one channel dot per position
+    u = (g @ ssd.conv_v_left.weight.flatten(1).to(g.dtype)).to(dtype)  # B x C
+
+    def pass2(win: Window) -> tuple:
+        """Log-sum-exp of the spatial gate's logits over the window's core."""
+        rows, cols = win.core_in_region
+        x = net.inc_ssd(tiler.load(functional, win))
+        logit = _channel_dot(x, u)[:, :, rows, cols].flatten(2)
+        with _exact_global_ops(x) as acc:
+            return _StreamingSoftmax.piece(logit.to(acc))
+
+    pool_sp = _StreamingSoftmax()
+    for piece in tiler.map(pass2, tiler.windows(h, w, 1, 1, minimum), "global pass 2/2"):
+        pool_sp.merge(*piece)
+    t_full = None
+    if h * w * t_low.shape[1] * t_low.element_size() <= FULL_RESIZE_BYTES:  # small enough: resize once
+        t_full = F.interpolate(t_low, size=(h, w), mode="bilinear", align_corners=False)
+    return {"size": (h, w), "t_low": t_low, "t_full": t_full, "g_ch": g_ch, "u": u,
+            "m_sp": pool_sp.m, "den_sp": pool_sp.den}
+
+
+def _channel_products(x: Tensor, weights: Tensor) -> Tensor:
+    """sum over positions of x[b, c, p] * weights[b, k, p], B x C x K, without copying x
+    (NCHW or channels-last; ``weights`` NCHW-contiguous B x K x H x W). One 2-D GEMM per image."""
+    b, c, h, w = x.shape
+    wk = weights.reshape(b, weights.shape[1], h * w)  # B x K x HW
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        xs = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # pixels x channels
+        return torch.stack([torch.mm(wk[i], xs[i]).T for i in range(b)])
+    xs = x.reshape(b, c, h * w)
+    return torch.stack([torch.mm(xs[i], wk[i].T) for i in range(b)])
+
+
+def _channel_dot(x: Tensor, u: Tensor) -> Tensor:
+    """sum_c u[b, c] * x[b, c, h, w] as B x 1 x H x W, without copying x (NCHW or channels-last)."""
+    b, c, h, w = x.shape
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.matmul(x.permute(0, 2, 3, 1).reshape(b, h * w, c), u.unsqueeze(-1)).view(b, 1, h, w)
+    return torch.matmul(u.unsqueeze(1), x.reshape(b, c, h * w)).view(b, 1, h, w)
+
+
+def _mlfnet_tile_forward(net: MLFNet, structural: Tensor, functional: Tensor, ctx: dict, win: Window) -> Tensor:
+    """MLFNet's forward for one window (inference only: buffers are reused in place and dropped as
+    soon as they are consumed, which bounds a window's peak memory)."""
+    edg, cmk = net.edg_net, net.cmk_net
+    # CMK first (spec section 2): the branch with the most live buffers runs while nothing else is held
+    a, b = net.inc_cmk_1(structural), net.inc_cmk_2(functional)
+    m = a * b
+    c = cmk.fuse5_conv1(a + m)
+    c = c.add_(cmk.fuse5_conv2(m.add_(b)))  # c1 + c2 (the second input is b + m)
+    unc = cmk.fuse5_conv4(torch.sub(a, b, out=m).abs_())
+    del a, b, m
+    f_cmk = cmk.fuse5_conv5(cmk.fuse5_conv3(c).add_(unc))
+    del c, unc
+    # edge branch: the global low-resolution map resized at this window's global coordinates
+    if ctx["t_full"] is not None:
+        t = ctx["t_full"][:, :, win.top:win.bottom, win.left:win.right]
+    else:
+        t = resize_bilinear_window(ctx["t_low"], ctx["size"], (win.top, win.bottom), (win.left, win.right))
+    e = edg.conv_f(edg.conv1(net.inc_edg(structural)))
+    f_edg = torch.sigmoid_(edg.conv4(torch.add(t, e, out=e)))
+    del t, e
+    # SSD: channel gate from the streamed pooling, spatial gate from the streamed log-sum-exp (the
+    # softmax is ~1/N, so its logits need only float32 here; the normaliser came from float64)
+    x = net.inc_ssd(functional)
+    logit = _channel_dot(x, ctx["u"])
+    with _exact_global_ops(x):
+        s = (torch.exp(logit.to(ctx["m_sp"].dtype).sub_(ctx["m_sp"].unsqueeze(-1))) / ctx["den_sp"].unsqueeze(-1))
+    f_ssd = torch.addcmul(x * ctx["g_ch"], x, torch.sigmoid_(s.to(x.dtype)))
+    del x, logit, s
+    # reconstruction (spec section 5); the concatenation is dropped once the first conv has read it
+    y = torch.cat([f_edg, f_cmk, f_ssd], dim=1)
+    del f_edg, f_cmk, f_ssd
+    layers = iter(net.layer.double_conv)
+    y = next(layers)(y)
+    for layer in layers:
+        y = layer(y)
+    return torch.tanh_(net.outc(y))

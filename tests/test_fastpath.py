@@ -1,0 +1,181 @@
+"""The optimised inference path (mlfuse.fastpath): each generic transform is exact to float
+rounding, and the optimised MLFuse (and every registered network) matches its plain forward."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image as PILImage
+from torch import nn
+
+import mlfuse
+from mlfuse.cli.main import main
+from mlfuse.fastpath import (
+    ConvAct,
+    FastModel,
+    PointwiseConv2d,
+    fold_batchnorm,
+    fuse_conv_activations,
+    optimize_for_inference,
+    use_pointwise_gemm,
+)
+from mlfuse.registry import list_models
+
+TOL = 1e-5  # the issue's bound for the fast path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_intra_op_thread():
+    """Thousands of small tile ops: with two OpenMP threads on a busy shared machine every op waits
+    for the second thread to be scheduled (seconds per test); one thread keeps these tests fast.
+    Tests of the parallel path raise the count themselves."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.4 - 0.2)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
+    return model
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.float() - b.float()).abs().max().item()
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_fold_batchnorm_is_exact(bias) -> None:
+    torch.manual_seed(0)
+    seq = _randomise_bn(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=bias), nn.BatchNorm2d(8), nn.ReLU())).eval()
+    x = torch.randn(2, 3, 17, 19)
+    with torch.inference_mode():
+        ref = seq(x)
+    folded = nn.Sequential(*[m for m in seq])  # same modules, folded in place below
+    assert fold_batchnorm(folded) == 1
+    assert isinstance(folded[1], nn.Identity) and folded[0].bias is not None
+    with torch.inference_mode():
+        assert _max_diff(folded(x), ref) <= 1e-5
+
+
+@pytest.mark.parametrize("act", [nn.ReLU(), nn.PReLU(), nn.LeakyReLU(0.1), nn.Sigmoid(), nn.Tanh(), nn.SiLU(),
+                                 nn.GELU()], ids=lambda a: type(a).__name__)
+def test_conv_activation_fusion_is_exact(act) -> None:
+    torch.manual_seed(1)
+    if isinstance(act, nn.PReLU):
+        act.weight.data.fill_(0.21)
+    seq = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), act).eval()
+    x = torch.randn(1, 16, 23, 29).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        ref = act(seq[0](x))
+        assert fuse_conv_activations(seq) == 1 and isinstance(seq[0], ConvAct)
+        assert _max_diff(seq(x), ref) <= 1e-5
+    y = seq(x)  # with autograd on, the fused op is not used: the eager pair runs
+    assert y.requires_grad
+
+
+def test_multi_slope_prelu_is_not_fused() -> None:
+    seq = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.PReLU(4))
+    assert fuse_conv_activations(seq) == 0
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_pointwise_conv_as_gemm(channels_last) -> None:
+    torch.manual_seed(2)
+    conv = nn.Conv2d(32, 16, 1)
+    ref_conv = nn.Conv2d(32, 16, 1)
+    ref_conv.load_state_dict(conv.state_dict())
+    assert use_pointwise_gemm(conv) == 1 and isinstance(conv, PointwiseConv2d)
+    x = torch.randn(2, 32, 13, 21)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        y = conv(x)
+        assert _max_diff(y, ref_conv(x)) <= 1e-5
+    assert y.shape == (2, 16, 13, 21)
+    assert conv.state_dict().keys() == ref_conv.state_dict().keys()
+
+
+@pytest.fixture(scope="module")
+def mlfuse_pair() -> tuple[nn.Module, FastModel]:
+    torch.manual_seed(0)
+    model = _randomise_bn(mlfuse.create_model("mlfuse", weights=None))
+    return model, optimize_for_inference(model, block=32, workers=2)
+
+
+@pytest.mark.parametrize(("b", "h", "w"), [(1, 48, 64), (2, 96, 112)])  # whole image, then cache-blocked tiles
+def test_mlfuse_fast_path_equals_plain(mlfuse_pair, b, h, w) -> None:
+    model, fast = mlfuse_pair
+    g = torch.Generator().manual_seed(3)
+    s, f = torch.rand(b, 1, h, w, generator=g), torch.rand(b, 1, h, w, generator=g)
+    torch.set_num_threads(2)  # two tiles at once in the blocked case
+    try:
+        with torch.inference_mode():
+            assert _max_diff(fast.fusion_forward(s, f), model.fusion_forward(s, f)) <= TOL
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_fast_copy_leaves_the_model_alone(mlfuse_pair) -> None:
+    model, fast = mlfuse_pair
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    assert fast.card is model.card and fast.workers == 2 and fast.block == 32
+    assert torch.get_num_threads() >= 1
+
+
+def test_official_weights_fast_path(shared, official_weights) -> None:
+    from mlfuse.data.io import read_image
+
+    model = mlfuse.create_model("mlfuse", weights=official_weights)
+    fast = optimize_for_inference(model)
+    ref_dir = shared / "reference" / "mlfuse"
+    vis = read_image(ref_dir / "inputs" / "TNO" / "35_img1.png").gray()
+    ir = read_image(ref_dir / "inputs" / "TNO" / "35_img2.png").gray()
+    s, f = torch.from_numpy(vis)[None, None], torch.from_numpy(ir)[None, None]
+    with torch.inference_mode():
+        out = fast.fusion_forward(s, f)[0, 0].numpy()
+    np.testing.assert_allclose(out, np.load(ref_dir / "TNO" / "35.npy"), rtol=0, atol=TOL)
+    ours = fast.fuse(np.rint(vis * 255).astype(np.uint8), np.rint(ir * 255).astype(np.uint8), color="gray")
+    ref = np.asarray(PILImage.open(ref_dir / "TNO" / "35.png")).astype(int)
+    diff = np.abs(ours.astype(int) - ref)
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_network_fast_path(name) -> None:
+    torch.manual_seed(0)
+    model = mlfuse.create_model(name, weights=None)
+    if sum(p.numel() for p in model.parameters()) == 0:
+        pytest.skip("classical method: nothing to optimise")
+    _randomise_bn(model)
+    fast = optimize_for_inference(model, check=False)
+    card = model.card
+    m = card.size_multiple
+    h, w = (-(-max(card.min_size[0], 16) // m) * m, -(-max(card.min_size[1], 20) // m) * m)
+    g = torch.Generator().manual_seed(4)
+    s, f = torch.rand(1, 1, h, w, generator=g), torch.rand(1, 1, h, w, generator=g)
+    with torch.inference_mode():
+        assert _max_diff(fast.fusion_forward(s, f), model.fusion_forward(s, f)) <= TOL
+
+
+def test_cli_fast_flag(tmp_path, sample_pair, random_weights) -> None:
+    vis, ir = sample_pair
+    v, i = tmp_path / "v.png", tmp_path / "i.png"
+    PILImage.fromarray(vis[:64, :72]).save(v)
+    PILImage.fromarray(ir[:64, :72]).save(i)
+    outs = []
+    for extra in ([], ["--fast"]):
+        out = tmp_path / f"f{len(extra)}.png"
+        assert main(["fuse", "--vis", str(v), "--ir", str(i), "-o", str(out), "--weights", str(random_weights),
+                     "-q", *extra]) == 0
+        outs.append(np.asarray(PILImage.open(out)).astype(int))
+    diff = np.abs(outs[0] - outs[1])
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-2

@@ -1,0 +1,248 @@
+"""Exact tiled inference (mlfuse.tiling): tiles reproduce the untiled raw output, global
+operations stay global, windows stay bounded, and the pipeline / CLI options behave."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image as PILImage
+from torch import nn
+
+import mlfuse
+import mlfuse.models.mlfuse.network as mlf_net
+from mlfuse.cli.main import main
+from mlfuse.fuse import run_network, to_uint8
+from mlfuse.registry import list_models
+from mlfuse.tiling import (
+    Tiler,
+    TileSpec,
+    TilingError,
+    choose_tile,
+    plan_windows,
+    resolve_tile,
+    tile_spec,
+    tiled_forward,
+)
+
+TOL = 1e-5  # the issue asks 1e-4; tiles agree to ~1e-7
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_intra_op_thread():
+    """Thousands of small tile ops: with two OpenMP threads on a busy shared machine every op waits
+    for the second thread to be scheduled (seconds per test); one thread keeps these tests fast.
+    Tests of the parallel path raise the count themselves."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial BatchNorm statistics, so an untrained network exercises every affine step."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.4 - 0.2)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model
+
+
+@pytest.fixture(scope="module")
+def net() -> nn.Module:
+    torch.manual_seed(0)
+    return _randomise_bn(mlfuse.create_model("mlfuse", weights=None))
+
+
+def _pair(b: int, h: int, w: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 1, h, w, generator=g), torch.rand(b, 1, h, w, generator=g)
+
+
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(1, 70), w=st.integers(1, 70), tile=st.integers(1, 40), halo=st.integers(0, 13),
+       align=st.sampled_from([1, 2, 6, 8]), mh=st.integers(1, 20))
+def test_windows_partition_the_image(h, w, tile, halo, align, mh) -> None:
+    wins = plan_windows(h, w, tile, halo, align, (mh, mh))
+    cover = np.zeros((h, w), int)
+    for win in wins:
+        cover[win.core] += 1
+        assert win.top % align == 0 and win.left % align == 0  # on the down-sampling grid
+        assert win.top <= max(0, win.core_top - halo) and win.left <= max(0, win.core_left - halo)
+        assert win.bottom >= min(h, win.core_bottom + halo) and win.right >= min(w, win.core_right + halo)
+        assert win.bottom - win.top >= min(h, mh) and win.right - win.left >= min(w, mh)
+        # one window size wherever the image allows (border windows move inward; + < align off-grid)
+        full = max(-(-tile // align) * align + 2 * (-(-halo // align) * align), -(-mh // align) * align)
+        assert min(h, full) <= win.bottom - win.top <= min(h, full) + align - 1
+        assert min(w, full) <= win.right - win.left <= min(w, full) + align - 1
+        assert 0 <= win.top and win.bottom <= h and 0 <= win.left and win.right <= w
+    assert (cover == 1).all()  # every output pixel comes from exactly one core
+
+
+@pytest.mark.parametrize(("b", "h", "w", "tile", "per_window_resize"), [
+    (2, 64, 80, 16, False), (1, 97, 61, 7, True), (1, 15, 15, 4, False), (1, 130, 47, (48, 20), True)])
+def test_mlfuse_tiled_equals_untiled(net, b, h, w, tile, per_window_resize, monkeypatch) -> None:
+    if per_window_resize:  # the edge map resized window by window, as for huge images
+        monkeypatch.setattr(mlf_net, "FULL_RESIZE_BYTES", 0)
+    s, f = _pair(b, h, w)
+    with torch.inference_mode():
+        ref = net.fusion_forward(s, f)
+        out = tiled_forward(net, s, f, tile)
+    assert out.shape == ref.shape
+    assert (out - ref).abs().max().item() <= TOL
+
+
+def test_global_ops_are_not_per_tile(net) -> None:
+    """The SSD softmax over all positions and the edge map's resize scale depend on the whole image:
+    fusing a tile's window alone differs from the same pixels of the whole-image result, while the
+    tiled result does not."""
+    s, f = _pair(1, 96, 96, seed=3)
+    with torch.inference_mode():
+        ref = net.fusion_forward(s, f)
+        alone = net.fusion_forward(s[..., :48, :48], f[..., :48, :48])[..., :42, :42]
+        tiled = tiled_forward(net, s, f, 48)
+    assert (alone - ref[..., :42, :42]).abs().max().item() > 1e-4
+    assert (tiled - ref).abs().max().item() <= TOL
+
+
+def test_windows_are_bounded(net, monkeypatch) -> None:
+    """Bounded memory: no pass ever loads a window larger than tile + 2 x halo (rounded to the grid)."""
+    seen = []
+    load = Tiler.load
+
+    def spy(self, image, window):
+        seen.append((window.bottom - window.top, window.right - window.left))
+        return load(self, image, window)
+
+    monkeypatch.setattr(Tiler, "load", spy)
+    s, f = _pair(1, 150, 170, seed=4)
+    with torch.inference_mode():
+        tiled_forward(net, s, f, 24)
+    # pass 1 has the largest windows: halo 12 on the stride-6 grid, + up to 5 where the border is off-grid
+    assert seen and max(max(hw) for hw in seen) <= 24 + 2 * 12 + 5
+
+
+def test_parallel_tiles_match_serial(net) -> None:
+    s, f = _pair(1, 90, 100, seed=5)
+    with torch.inference_mode():
+        one = tiled_forward(net, s, f, 32)
+        torch.set_num_threads(2)
+        try:
+            two = tiled_forward(net, s, f, 32, workers=2)
+            assert torch.get_num_threads() == 2  # restored after the workers ran single-threaded
+        finally:
+            torch.set_num_threads(1)
+    # ops run single-threaded in the workers, so kernels may round differently than with 2 threads
+    assert (one - two).abs().max().item() <= TOL
+
+
+def test_official_weights_on_a_real_pair(shared, official_weights) -> None:
+    from mlfuse.data.io import read_image
+
+    model = mlfuse.create_model("mlfuse", weights=official_weights)
+    ref_dir = shared / "reference" / "mlfuse"
+    vis = read_image(ref_dir / "inputs" / "TNO" / "08_img1.png").gray()
+    ir = read_image(ref_dir / "inputs" / "TNO" / "08_img2.png").gray()
+    raw = run_network(model, vis, ir, tile="off")
+    tiled = run_network(model, vis, ir, tile=64)
+    np.testing.assert_allclose(tiled, raw, rtol=0, atol=TOL)
+    np.testing.assert_allclose(raw, np.load(ref_dir / "TNO" / "08.npy"), rtol=0, atol=1e-5)
+    diff = np.abs(to_uint8(tiled).astype(int) - to_uint8(raw).astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # min-max is per image, never per tile
+
+
+def _is_classical(model: nn.Module) -> bool:
+    return sum(p.numel() for p in model.parameters()) == 0
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_network_tiles_exactly_or_says_it_cannot(name) -> None:
+    torch.manual_seed(0)
+    model = mlfuse.create_model(name, weights=None)
+    if _is_classical(model):
+        pytest.skip("classical methods are not tiled")
+    spec = tile_spec(model)
+    if spec is None:  # no declaration: an explicit tile size is refused, auto runs untiled
+        with pytest.raises(TilingError, match="declares no tiling"):
+            resolve_tile(16, model, 64, 64)
+        assert resolve_tile("auto", model, 4096, 4096, budget_bytes=1 << 20) is None
+        return
+    _randomise_bn(model)
+    card = model.card
+    m = card.size_multiple
+    h = -(-max(card.min_size[0], 44) // m) * m
+    w = -(-max(card.min_size[1], 52) // m) * m
+    s, f = _pair(1, h, w, seed=6)
+    tile = max(spec.align, m, 16)
+    with torch.inference_mode():
+        ref = model.fusion_forward(s, f)
+        out = tiled_forward(model, s, f, tile)
+    assert (out - ref).abs().max().item() <= TOL
+
+
+def test_local_network_tiles_without_hooks() -> None:
+    """A network with only local ops needs nothing but a TileSpec (here: halo of two 3x3 convs)."""
+
+    class Local(mlfuse.models.base.FusionModel):
+        TILE_SPEC = TileSpec(halo=2, align=1)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(2, 8, 3, padding=1), nn.Conv2d(8, 1, 3, padding=1)
+
+        def fusion_forward(self, s, f):
+            return self.b(torch.relu(self.a(torch.cat([s, f], 1))))
+
+    torch.manual_seed(0)
+    model = Local().eval()
+    s, f = _pair(1, 41, 37)
+    with torch.inference_mode():
+        assert (tiled_forward(model, s, f, 8) - model.fusion_forward(s, f)).abs().max() <= TOL
+    model.TILE_SPEC = TileSpec(halo=2, global_ops=("a global op",))
+    with pytest.raises(TilingError, match="no tile_context"):
+        tiled_forward(model, s, f, 8)
+
+
+def test_resolve_tile_options(net) -> None:
+    assert resolve_tile("off", net, 100, 100) is None
+    assert resolve_tile(None, net, 100, 100) is None
+    assert resolve_tile("0", net, 100, 100) is None
+    assert resolve_tile("48", net, 100, 100) == 48
+    assert resolve_tile("auto", net, 100, 100, budget_bytes=1 << 30) is None  # fits: untiled
+    spec = tile_spec(net)
+    budget = 64 << 20
+    tile = resolve_tile("auto", net, 4096, 4096, budget_bytes=budget)
+    assert tile is not None and (tile + 2 * spec.halo) ** 2 * spec.bytes_per_pixel <= budget
+    assert choose_tile(spec, 4096, 4096, budget) == tile
+    two = resolve_tile("auto", net, 4096, 4096, budget_bytes=budget, workers=2)  # two tiles in memory at once
+    assert two < tile and 2 * (two + 2 * spec.halo) ** 2 * spec.bytes_per_pixel <= budget
+    assert resolve_tile("auto", net, 480, 640, budget_bytes=1 << 30, workers=2) is None  # fits whole
+    for bad in ("abc", "-3", "1.5x"):
+        with pytest.raises(TilingError):
+            resolve_tile(bad, net, 100, 100)
+    with pytest.raises(TilingError):
+        resolve_tile("auto", net, 100, 100, budget_bytes=0)
+
+
+def test_pipeline_and_cli_tile_option(tmp_path, sample_pair, random_weights, capsys) -> None:
+    vis, ir = sample_pair
+    v, i = tmp_path / "v.png", tmp_path / "i.png"
+    PILImage.fromarray(vis[:70, :90]).save(v)
+    PILImage.fromarray(ir[:70, :90]).save(i)
+    outs = {}
+    for tile, extra in (("off", []), ("24", []), ("auto", []), ("20", ["--fast"])):
+        out = tmp_path / f"f_{tile}.png"
+        assert main(["fuse", "--vis", str(v), "--ir", str(i), "-o", str(out), "--weights", str(random_weights),
+                     "--tile", tile, "--tile-budget", "1", "-q", *extra]) == 0
+        outs[tile] = np.asarray(PILImage.open(out)).astype(int)
+    for tile in ("24", "auto", "20"):  # auto with a 1 MB budget tiles this image too; 20: the fast copy tiled
+        diff = np.abs(outs[tile] - outs["off"])
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-2
+    assert main(["fuse", "--vis", str(v), "--ir", str(i), "-o", str(tmp_path / "x.png"),
+                 "--weights", str(random_weights), "--tile", "lots"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mlfuse: error: --tile 'lots'") and len(err.splitlines()) == 1
