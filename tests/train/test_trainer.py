@@ -82,11 +82,16 @@ def test_ddp_two_processes_match_one(tiny_set, tmp_path, reference_run):
     r = _cli(tiny_set, out, torchrun=2)
     assert r.returncode == 0, r.stderr + r.stdout
     a, b = _weights(reference_run), _weights(out)
+    assert a.keys() == b.keys()
     for k in a:
-        if a[k].is_floating_point():
-            torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=2e-6, msg=k)
-        else:
+        if not a[k].is_floating_point():
             assert torch.equal(a[k], b[k]), k  # e.g. BN num_batches_tracked
+    # Same global batch, same crops, global BatchNorm statistics: the two runs differ only by float
+    # summation order. Adam divides by sqrt(v), so a weight whose gradient is ~0 can move by up to lr
+    # either way on that noise: bound the bulk tightly and the rare outliers by 4 steps x lr.
+    d = torch.cat([(a[k] - b[k]).abs().flatten() for k in a if a[k].is_floating_point()])
+    assert float(d.median()) < 1e-7 and float(d.quantile(0.99)) < 2e-6
+    assert float((d > 1e-5).double().mean()) < 1e-3 and float(d.max()) <= 4 * 1e-4
     # logs come from rank 0 only, averaged over ranks: the losses are the single-process ones
     la = [line.split(",")[4:] for line in (reference_run / "steps.csv").read_text().splitlines()[1:]]
     lb = [line.split(",")[4:] for line in (out / "steps.csv").read_text().splitlines()[1:]]

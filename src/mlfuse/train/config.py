@@ -85,7 +85,11 @@ def set_dotted(cfg: dict, key: str, value: Any) -> None:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
             raise MLFuseError(f"--set {key}: '{p}' is not a group of settings")
-    node[last] = value
+    if isinstance(value, dict) and isinstance(node.get(last), dict):
+        for k, v in value.items():  # a table in a config file updates the group, key by key
+            set_dotted(node[last], k, v)
+    else:
+        node[last] = value
 
 
 def build_config(recipe_defaults: Mapping[str, Any], *, file: str | Path | None = None,

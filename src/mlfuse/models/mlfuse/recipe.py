@@ -29,6 +29,7 @@ def _functional_saliency(structural: np.ndarray, functional: np.ndarray) -> np.n
 
 class MLFuseRecipe(Recipe):
     name = "mlfuse"
+    find_unused_parameters = True  # EdgNet.conv_dilation is in the checkpoint but not in forward
     defaults: ClassVar[dict[str, Any]] = {
         "epochs": 501,
         "batch_size": 16,
