@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -152,3 +153,23 @@ def test_python_api_train(tiny_set, tmp_path):
     assert res.steps == 1 and set(res.last_losses) == {"L_edg", "L_ssd", "L_cmk", "L_fus", "total"}
     assert set(res.last_val) == {"VIF", "SCD", "Qabf", "CC", "SSIM"}
     assert (tmp_path / "api" / "val.csv").exists()
+
+
+def test_package_run_writes_weights_and_a_model_card(reference_run, tmp_path):
+    out = tmp_path / "ship" / "tiny.safetensors"
+    out.parent.mkdir()
+    assert main(["weights", "package", str(reference_run), str(out), "--name", "tiny-test",
+                 "--hardware", "test box", "--command", "mlfuse train mlfuse ..."]) == 0
+    card = out.with_suffix(".md").read_text()
+    sha = hashlib.sha256(out.read_bytes()).hexdigest()
+    assert f"sha256: `{sha}`" in card and "epochs: 2 of the recipe's 501" in card and "hardware: test box" in card
+    assert "pairs" in card and "## Reproduce" in card and "wall time:" in card
+    from safetensors import safe_open
+
+    with safe_open(str(out), framework="pt") as fh:
+        assert fh.metadata()["release"] == "tiny-test" and fh.metadata()["method"] == "mlfuse"
+    model = mlfuse.create_model("mlfuse", weights=out)  # loads strictly
+    a, b = _weights(reference_run), load_file(str(out))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert main(["weights", "package", str(reference_run), str(out), "--name", "x"]) == 2  # never overwrites
+    assert model.weights_source.endswith("tiny.safetensors")

@@ -1,4 +1,4 @@
-"""``mlfuse weights list|fetch|path``: named weight releases in the user cache."""
+"""``mlfuse weights list|fetch|path|package``: named weight releases; packaging a training run."""
 
 from __future__ import annotations
 
@@ -22,13 +22,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pp = wsub.add_parser("path", help="print where a release is stored")
     pp.add_argument("name")
     pp.set_defaults(run=run_path)
+    kp = wsub.add_parser("package", help="a finished training run -> safetensors + Markdown model card")
+    kp.add_argument("run_dir", help="the training run's output folder (holds model.safetensors, epochs.csv)")
+    kp.add_argument("out", help="the .safetensors file to write (the card is written beside it as .md)")
+    kp.add_argument("--name", required=True, help="release name recorded in the metadata and the card")
+    kp.add_argument("--hardware", help="where it was trained (default: this machine's description)")
+    kp.add_argument("--command", help="the command that trained it, for the card's Reproduce section")
+    kp.add_argument("--overwrite", action="store_true")
+    kp.set_defaults(run=run_package)
 
 
 def run_list(args: argparse.Namespace) -> int:
     list_models()
     for rel in list_releases():
-        state = "cached" if release_path(rel.name).is_file() else "not fetched"
-        print(f"{rel.name}: {state} - {rel.description}\n  {rel.url}\n  sha256 {rel.sha256}")
+        if rel.packaged:
+            state, where = "packaged", str(release_path(rel.name))
+        else:
+            state, where = ("cached" if release_path(rel.name).is_file() else "not fetched"), rel.url
+        print(f"{rel.name}: {state} - {rel.description}\n  {where}\n  sha256 {rel.sha256}")
     return 0
 
 
@@ -42,4 +53,15 @@ def run_fetch(args: argparse.Namespace) -> int:
 def run_path(args: argparse.Namespace) -> int:
     list_models()
     print(release_path(args.name))
+    return 0
+
+
+def run_package(args: argparse.Namespace) -> int:
+    from mlfuse.weights.card import package_run
+
+    list_models()
+    out, card = package_run(args.run_dir, args.out, name=args.name, hardware=args.hardware, command=args.command,
+                            overwrite=args.overwrite)
+    print(out)
+    print(card)
     return 0

@@ -1,7 +1,9 @@
 """Named weight releases: where they live on disk, and fetching them with sha256 verification.
 
-A release (e.g. ``mlfuse-paper``, the MLFuse authors' checkpoint) is declared beside its model in
-the registry with a URL and sha256. ``fetch`` downloads it into the user cache
+A release is declared beside its model in the registry with a sha256. A *packaged* release (e.g.
+``mlfuse-cpu16``, weights this project trained) ships inside the package as safetensors with a
+model card beside it, so it works offline. A *downloadable* one (e.g. ``mlfuse-paper``, the MLFuse
+authors' checkpoint) has a URL: ``fetch`` downloads it into the user cache
 (``$MLFUSE_CACHE_DIR`` or ``$XDG_CACHE_HOME/mlfuse`` or ``~/.cache/mlfuse``), verifies the hash
 while streaming, and only then renames the temp file into place: a mismatch leaves nothing behind.
 """
@@ -9,6 +11,7 @@ while streaming, and only then renames the temp file into place: a mismatch leav
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import os
 import tempfile
 import urllib.error
@@ -23,13 +26,15 @@ from mlfuse.errors import MLFuseError
 
 @dataclass(frozen=True)
 class WeightsRelease:
-    """A downloadable checkpoint: its cache file name, public URL and expected sha256."""
+    """A checkpoint: its file name, expected sha256 and either a public URL (downloaded into the
+    cache) or ``packaged``, its path inside the ``mlfuse`` package (shipped, nothing to fetch)."""
 
     name: str
     url: str
     sha256: str
     filename: str
     description: str = ""
+    packaged: str = ""
 
 
 _RELEASES: dict[str, WeightsRelease] = {}
@@ -61,9 +66,20 @@ def cache_dir() -> Path:
 
 
 def release_path(name: str) -> Path:
-    """Where release ``name`` is (or would be) stored."""
+    """Where release ``name`` is (or would be) stored: inside the package, or in the cache."""
     rel = get_release(name)
+    if rel.packaged:
+        return Path(str(importlib.resources.files("mlfuse").joinpath(rel.packaged)))
     return cache_dir() / "weights" / rel.name / rel.filename
+
+
+def model_card_path(name: str) -> Path | None:
+    """The Markdown model card shipped beside a packaged release (``<file>.md``), if any."""
+    rel = get_release(name)
+    if not rel.packaged:
+        return None
+    card = release_path(name).with_suffix(".md")
+    return card if card.is_file() else None
 
 
 def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -80,6 +96,12 @@ def fetch(name: str, url: str | None = None, *, force: bool = False, quiet: bool
     cache, verify its sha256 and return its path. An already verified file is not downloaded again."""
     rel = get_release(name)
     dest = release_path(name)
+    if rel.packaged:  # shipped with mlfuse: nothing to download, but still check it is intact
+        if not dest.is_file():
+            raise MLFuseError(f"{dest}: packaged weights {name} missing from this installation (reinstall mlfuse)")
+        if sha256_of(dest) != rel.sha256:
+            raise MLFuseError(f"{dest}: packaged weights {name} fail their sha256 check (reinstall mlfuse)")
+        return dest
     if dest.is_file() and not force:
         if sha256_of(dest) == rel.sha256:
             return dest
