@@ -133,6 +133,10 @@ def fuse_images(model: nn.Module, structural: Image, functional: Image, *, color
         )
     if color not in COLOR_MODES:
         raise MLFuseError(f"unknown colour mode '{color}' (choose from {', '.join(COLOR_MODES)})")
+    paper = model.card.extra.get("paper_color") if color == "paper" else None
+    if paper is not None:  # the method's own authors' inputs + colour round trip (e.g. SMFNet's float YCrCb)
+        return paper(lambda s, f: run_network(model, s, f, precision, tile, tile_budget_mb, progress),
+                     structural, functional)
     raw = run_network(model, structural.gray(), functional.gray(), precision, tile, tile_budget_mb, progress)
     fused = to_uint8(raw, output or model.card.output_rule)
     colour_sources = [im.pixels for im in (structural, functional) if im.is_color]
