@@ -173,3 +173,15 @@ def test_package_run_writes_weights_and_a_model_card(reference_run, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert main(["weights", "package", str(reference_run), str(out), "--name", "x"]) == 2  # never overwrites
     assert model.weights_source.endswith("tiny.safetensors")
+
+
+def test_resume_from_a_checkpoint_at_an_epochs_last_step(tiny_set, tmp_path, reference_run):
+    out = tmp_path / "boundary"
+    r = _cli(tiny_set, out, "--set", "max_steps=2")  # 2 steps per epoch: stops after epoch 1's last step
+    assert r.returncode == 0, r.stderr
+    state = torch.load(out / "last.pt", weights_only=True)["state"]
+    assert (state["step"], state["epoch"], state["iteration"]) == (2, 0, 2)
+    r = _cli(tiny_set, out, "--resume")
+    assert r.returncode == 0, r.stderr
+    a, b = _weights(reference_run), _weights(out)
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -197,6 +197,8 @@ class Trainer:
                 dataset, batch_sampler=_Batches(order, batch, global_batch, info.rank, state["iteration"],
                                                 steps_per_epoch),
                 num_workers=int(cfg.num_workers), collate_fn=_collate)
+            # (set before the loop: a run resumed from a checkpoint at an epoch's last step has no batch left)
+            lr = optimizers[0].param_groups[0]["lr"] if optimizers else 0.0
             for data in loader:
                 data = {k: v.to(device, non_blocking=True) for k, v in data.items()}
                 for o in optimizers:

@@ -53,7 +53,7 @@ def machine_description() -> str:
 def _data_lines(entries: list[dict[str, Any]]) -> list[str]:
     from mlfuse.train.data import collect_pairs
 
-    lines = []
+    lines = [] if entries else ["- none"]
     for entry in entries:
         try:
             n = f"{len(collect_pairs([entry]))} pairs"
