@@ -33,9 +33,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS))
     p.add_argument("--color", default="ycbcr", choices=COLOR_MODES,
-                   help="colour output: full-range YCbCr (default), the authors' MATLAB tool, or gray")
+                   help="colour output: full-range YCbCr (default); paper: the method authors' own colour code "
+                        "(MLFuse: their MATLAB tool, SMFNet: float YCrCb); or gray")
     p.add_argument("--intensity", default=None, choices=OUTPUT_RULES,
-                   help="minmax: the authors' per-image stretch (default); clamp: unstretched")
+                   help="minmax: per-image stretch, truncated; minmax-round: rounded; clamp: unstretched "
+                        "(default: the method's own rule)")
     p.add_argument("--tile", default="auto", metavar="auto|N|off",
                    help="exact tiled inference (same output, bounded memory): auto tiles only images that do "
                         "not fit --tile-budget (default), N uses N x N-pixel tiles, off never tiles")
