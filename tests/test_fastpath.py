@@ -20,33 +20,11 @@ from mlfuse.fastpath import (
     optimize_for_inference,
     use_pointwise_gemm,
 )
-from mlfuse.registry import get_card, list_models
+from tests._common import NETWORKS, one_thread_fixture, randomise_bn
 
 TOL = 1e-5  # the issue's bound for the fast path
 
-NETWORKS = [n for n in list_models() if get_card(n).needs_weights]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_intra_op_thread():
-    """Thousands of small tile ops: with two OpenMP threads on a busy shared machine every op waits
-    for the second thread to be scheduled (seconds per test); one thread keeps these tests fast.
-    Tests of the parallel path raise the count themselves."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.4 - 0.2)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
-    return model
+_one_intra_op_thread = one_thread_fixture()
 
 
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -56,7 +34,7 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize("bias", [True, False])
 def test_fold_batchnorm_is_exact(bias) -> None:
     torch.manual_seed(0)
-    seq = _randomise_bn(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=bias), nn.BatchNorm2d(8), nn.ReLU())).eval()
+    seq = randomise_bn(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=bias), nn.BatchNorm2d(8), nn.ReLU())).eval()
     x = torch.randn(2, 3, 17, 19)
     with torch.inference_mode():
         ref = seq(x)
@@ -108,7 +86,7 @@ def test_pointwise_conv_as_gemm(channels_last) -> None:
 @pytest.fixture(scope="module")
 def mlfuse_pair() -> tuple[nn.Module, FastModel]:
     torch.manual_seed(0)
-    model = _randomise_bn(mlfuse.create_model("mlfuse", weights=None))
+    model = randomise_bn(mlfuse.create_model("mlfuse", weights=None))
     return model, optimize_for_inference(model, block=32, workers=2)
 
 
@@ -155,7 +133,7 @@ def test_official_weights_fast_path(shared, official_weights) -> None:
 def test_every_network_fast_path(name) -> None:
     torch.manual_seed(0)
     model = mlfuse.create_model(name, weights=None)
-    _randomise_bn(model)
+    randomise_bn(model)
     fast = optimize_for_inference(model, check=False)
     card = model.card
     m = card.size_multiple

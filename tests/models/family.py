@@ -4,18 +4,60 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from torch import nn
 
+import mlfuse
+
 PAIRS = ("tno_01", "roadscene_FLIR_04424", "ctmri_15")
 
 
+# ---------------------------------------------------------------------------------------- fixture factories
+# Assign the result to a module-level name in the test file; pytest registers the fixture under that name.
+def reference_fixture(method: str):
+    """A module-scoped fixture: the reference folder ``../shared/reference/<method>``."""
+
+    @pytest.fixture(scope="module")
+    def ref(shared: Path) -> Path:
+        return shared / "reference" / method
+
+    return ref
+
+
+def reference_model_fixture(method: str):
+    """A module-scoped fixture: the reference weights (``ref/random_init.pth``) loaded through the registry
+    (layout auto-detected, strict, weights_only)."""
+
+    @pytest.fixture(scope="module")
+    def model(ref: Path) -> nn.Module:
+        return mlfuse.create_model(method, weights=ref / "random_init.pth")
+
+    return model
+
+
+def random_weights_fixture(checkpoint: Callable[[], object], filename: str):
+    """A module-scoped fixture: ``checkpoint()`` (e.g. a fresh network's weights in the authors' layout) built
+    after ``torch.manual_seed(0)`` and saved as ``filename`` in a temporary folder: CLI tests without ../shared."""
+
+    @pytest.fixture(scope="module")
+    def random_weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+        torch.manual_seed(0)
+        path = tmp_path_factory.mktemp(Path(filename).stem) / filename
+        torch.save(checkpoint(), path)
+        return path
+
+    return random_weights_file
+
+
 def pair_inputs(ref: Path, pair: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(VIS, IR) as [1,1,96,128] float32 from the reference ``inputs/``."""
+    """(VIS, IR) as [1,1,H,W] float32 from the reference ``inputs/``."""
     vi = torch.from_numpy(np.load(ref / "inputs" / f"{pair}_vi.npy"))[None, None]
     ir = torch.from_numpy(np.load(ref / "inputs" / f"{pair}_ir.npy"))[None, None]
     return vi, ir
@@ -30,9 +72,10 @@ def assert_png_close(ours: np.ndarray, png: Path, max_fraction: float = 1e-3) ->
     assert np.count_nonzero(diff) <= max_fraction * diff.size, f"{png.name}: {np.count_nonzero(diff)} pixels differ"
 
 
-def record_children(model: nn.Module, tops: tuple[str, ...]) -> tuple[dict[str, np.ndarray], list]:
+@contextmanager
+def record_children(model: nn.Module, tops: tuple[str, ...]) -> Iterator[dict[str, np.ndarray]]:
     """Forward hooks named like the reference debug file: ``<Top>#call<k>/out<j>`` and
-    ``<Top>.<child>#call<k>/out<j>``. Returns the record dict and the hook handles."""
+    ``<Top>.<child>#call<k>/out<j>``. Yields the record dict; the hooks are removed on exit."""
     rec: dict[str, np.ndarray] = {}
     calls: dict[str, int] = {}
     handles = []
@@ -50,7 +93,11 @@ def record_children(model: nn.Module, tops: tuple[str, ...]) -> tuple[dict[str, 
         handles.append(mod.register_forward_hook(hook(top)))
         for child_name, child in mod.named_children():
             handles.append(child.register_forward_hook(hook(f"{top}.{child_name}")))
-    return rec, handles
+    try:
+        yield rec
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def assert_intermediates(rec: dict[str, np.ndarray], ref: dict[str, np.ndarray], keys: list[str]) -> None:
@@ -65,6 +112,32 @@ def assert_intermediates(rec: dict[str, np.ndarray], ref: dict[str, np.ndarray],
 
 def losses_reference(ref: Path) -> dict:
     return json.loads((ref / "losses.json").read_text())
+
+
+def reference_term_names(expected: dict, unused_suffix: bool = True) -> dict[str, str]:
+    """Our term name -> the reference's key for every float entry of ``expected``
+    (``'mse_loss_V(=5*ssim_V+mse_V)'`` -> ``mse_loss_V``; with ``unused_suffix`` a key mentioning
+    "unused" maps from ``<name>_unused``)."""
+    return {k.split("(")[0] + ("_unused" if unused_suffix and "unused" in k else ""): k
+            for k, v in expected.items() if isinstance(v, float)}
+
+
+def assert_loss_terms(terms: dict[str, torch.Tensor], expected: dict, unused_suffix: bool = True) -> None:
+    """Every reference term of ``expected`` (named by :func:`reference_term_names`) is in ``terms`` and
+    matches to rel 1e-5."""
+    names = reference_term_names(expected, unused_suffix)
+    assert set(names) <= set(terms)
+    for ours, theirs in names.items():
+        assert terms[ours].item() == pytest.approx(expected[theirs], rel=1e-5), theirs
+
+
+def assert_grad_norms(net: nn.Module, expected: dict, rtol: Callable[[str], float] = lambda top: 1e-4) -> None:
+    """Per top-level module of ``expected["grad_norms_pre_clip"]``: the number of parameter tensors with a
+    gradient, and the float64 gradient norm to ``rtol(top)``."""
+    for top, g in expected["grad_norms_pre_clip"].items():
+        norm, count = module_grad_norm(getattr(net, top))
+        assert count == g["n_param_tensors_with_grad"], top
+        assert norm == pytest.approx(g["l2_norm_float64"], rel=rtol(top), abs=0), top
 
 
 def module_grad_norm(module: nn.Module) -> tuple[float, int]:

@@ -23,15 +23,20 @@ from mlfuse.models.cddfuse.network import CDDFuse
 from mlfuse.models.cddfuse.recipe import CDDFuseRecipe
 from mlfuse.train import build_config, get_recipe, train
 from mlfuse.weights.checkpoint import read_checkpoint
+from tests._common import one_thread_fixture
 from tests.models.family import (
     PAIRS,
+    assert_grad_norms,
     assert_intermediates,
+    assert_loss_terms,
     assert_png_close,
     loss_batch,
     losses_reference,
-    module_grad_norm,
     pair_inputs,
+    random_weights_fixture,
     record_children,
+    reference_fixture,
+    reference_model_fixture,
     simulate_schedule,
     write_tiny_pairs,
 )
@@ -39,35 +44,10 @@ from tests.models.family import (
 VARIANTS = {"ivf": "vis", "mif_ivfckpt": "ir+vis", "mif_mifckpt": "none"}
 TASK_OF_VARIANT = {"ivf": "ivf", "mif_ivfckpt": "mif-ivfckpt", "mif_mifckpt": "mif"}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine, two OpenMP threads competing with other
-    processes made these tests 5-20x slower; single-threaded is also how the reference was computed."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def ref(shared: Path) -> Path:
-    return shared / "reference" / "cddfuse"
-
-
-@pytest.fixture(scope="module")
-def model(ref: Path) -> CDDFuse:
-    """The reference weights loaded through the registry (auto-detected authors' layout, strict)."""
-    return mlfuse.create_model("cddfuse", weights=ref / "random_init.pth")
-
-
-@pytest.fixture(scope="module")
-def random_authors_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A seeded untrained CDDFuse saved in the authors' layout: CLI tests without ../shared."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("cdd") / "random_cddfuse.pth"
-    torch.save(CDDFuse().authors_checkpoint(), path)
-    return path
+_one_thread = one_thread_fixture()
+ref = reference_fixture("cddfuse")
+model = reference_model_fixture("cddfuse")
+random_authors_file = random_weights_fixture(lambda: CDDFuse().authors_checkpoint(), "random_cddfuse.pth")
 
 
 # ---------------------------------------------------------------------------------------- checkpoints
@@ -138,13 +118,10 @@ def test_debug_intermediates_and_task_variants(ref: Path) -> None:
     dbg = np.load(ref / "debug_intermediates_32x32.npz")
     vi, ir = torch.from_numpy(dbg["INPUT/data_VIS"]), torch.from_numpy(dbg["INPUT/data_IR"])
     net = mlfuse.create_model("cddfuse", weights=ref / "random_init.pth")
-    rec, handles = record_children(net, CDDFuse.TOP_LEVEL)
-    with torch.no_grad():
+    with record_children(net, CDDFuse.TOP_LEVEL) as rec, torch.no_grad():
         feats = net.fuse_features(vi, ir)
         for residual in VARIANTS.values():  # decoder calls 0, 1, 2 as in the reference
             net.DIDF_Decoder(net.residual_image(vi, ir, residual), feats["F_B"], feats["F_D"])
-    for h in handles:
-        h.remove()
     keys = [k for k in dbg.files if not k.startswith(("INPUT/", "FINAL_"))]
     assert_intermediates(rec, dbg, keys)
     for variant, task in TASK_OF_VARIANT.items():
@@ -164,15 +141,8 @@ def test_training_loss_terms_and_gradient_norms(ref: Path, phase: int) -> None:
     terms = (cdd_losses.phase1_losses(out, vi, ir) if phase == 1
              else cdd_losses.phase2_losses(out, vi, ir, include_unused=True))
     terms["loss_total"].backward()
-    names = {k.split("(")[0] + ("_unused" if "unused" in k else ""): k for k, v in expected.items()
-             if isinstance(v, float)}
-    assert set(names) <= set(terms)
-    for ours, theirs in names.items():
-        assert terms[ours].item() == pytest.approx(expected[theirs], rel=1e-5), theirs
-    for top, g in expected["grad_norms_pre_clip"].items():
-        norm, count = module_grad_norm(getattr(net, top))
-        assert count == g["n_param_tensors_with_grad"], top
-        assert norm == pytest.approx(g["l2_norm_float64"], rel=1e-4, abs=0), top
+    assert_loss_terms(terms, expected)
+    assert_grad_norms(net, expected)
 
 
 # ---------------------------------------------------------------------------------------- shared losses

@@ -21,6 +21,7 @@ from mlfuse.models.emma import losses as E
 from mlfuse.models.emma.data import PseudoSensingPatches, gray_rounded
 from mlfuse.models.emma.network import EMMA, UNet5, load_unet5
 from mlfuse.train import build_config, get_recipe, train
+from tests._common import one_thread_fixture
 from tests.models.family import (
     PAIRS,
     assert_intermediates,
@@ -28,29 +29,17 @@ from tests.models.family import (
     loss_batch,
     losses_reference,
     module_grad_norm,
+    pair_inputs,
+    random_weights_fixture,
     record_children,
+    reference_fixture,
+    reference_model_fixture,
     write_tiny_pairs,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread, as the reference was computed (and much faster on the shared 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def ref(shared: Path) -> Path:
-    return shared / "reference" / "emma"
-
-
-@pytest.fixture(scope="module")
-def model(ref: Path) -> EMMA:
-    """The reference U-Fuser loaded through the registry (plain state_dict, strict, weights_only)."""
-    return mlfuse.create_model("emma", weights=ref / "random_init.pth")
+_one_thread = one_thread_fixture()
+ref = reference_fixture("emma")
+model = reference_model_fixture("emma")  # the U-Fuser: a plain state_dict
 
 
 def unet5_state_dict(ref: Path) -> dict[str, torch.Tensor]:
@@ -74,18 +63,11 @@ def unet5(ref: Path) -> UNet5:
 
 def ir_vi(ref: Path, stem: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(IR, VIS) as [1,1,H,W] — the authors' argument order."""
-    ir = torch.from_numpy(np.load(ref / "inputs" / f"{stem}_ir.npy"))[None, None]
-    vi = torch.from_numpy(np.load(ref / "inputs" / f"{stem}_vi.npy"))[None, None]
+    vi, ir = pair_inputs(ref, stem)
     return ir, vi
 
 
-@pytest.fixture(scope="module")
-def random_emma_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A seeded untrained U-Fuser saved as the authors' plain state_dict: CLI tests without ../shared."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("emma") / "random_EMMA.pth"
-    torch.save(EMMA().state_dict(), path)
-    return path
+random_emma_file = random_weights_fixture(lambda: EMMA().state_dict(), "random_EMMA.pth")  # authors' plain layout
 
 
 # ---------------------------------------------------------------------------------------- checkpoints
@@ -152,13 +134,8 @@ def test_debug_intermediates(ref: Path, model: EMMA) -> None:
     dbg = np.load(ref / "debug_intermediates_32x32.npz")
     holder = torch.nn.Module()
     holder.Ufuser = model
-    rec, handles = record_children(holder, ("Ufuser",))
-    try:
-        with torch.no_grad():
-            out = model(torch.from_numpy(dbg["INPUT/data_IR"]), torch.from_numpy(dbg["INPUT/data_VIS"]))
-    finally:
-        for h in handles:
-            h.remove()
+    with record_children(holder, ("Ufuser",)) as rec, torch.no_grad():
+        out = model(torch.from_numpy(dbg["INPUT/data_IR"]), torch.from_numpy(dbg["INPUT/data_VIS"]))
     keys = [k for k in dbg.files if k.startswith("Ufuser")]
     assert len(keys) == 27
     assert_intermediates(rec, dbg, keys)

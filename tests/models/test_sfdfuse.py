@@ -20,43 +20,26 @@ from mlfuse.models.sfdfuse import losses as sfd_losses
 from mlfuse.models.sfdfuse.network import DEConv, SFDFuse
 from mlfuse.models.sfdfuse.recipe import SFDFuseRecipe
 from mlfuse.train import build_config, get_recipe, train
+from tests._common import one_thread_fixture
 from tests.models.family import (
     PAIRS,
+    assert_grad_norms,
     assert_intermediates,
+    assert_loss_terms,
     assert_png_close,
     loss_batch,
     losses_reference,
-    module_grad_norm,
     pair_inputs,
     record_children,
+    reference_fixture,
+    reference_model_fixture,
     simulate_schedule,
     write_tiny_pairs,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread (see test_cddfuse.py): much faster on the shared, loaded 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def ref(shared: Path) -> Path:
-    return shared / "reference" / "sfdfuse"
-
-
-@pytest.fixture(scope="module")
-def model(ref: Path) -> SFDFuse:
-    return mlfuse.create_model("sfdfuse", weights=ref / "random_init.pth")
-
-
-def _terms_by_reference_name(expected: dict) -> dict[str, str]:
-    """Our term name -> the reference's (``'mse_loss_V(=5*ssim_V+mse_V)'`` -> ``mse_loss_V``, unused -> ``_unused``)."""
-    return {k.split("(")[0] + ("_unused" if "unused" in k else ""): k for k, v in expected.items()
-            if isinstance(v, float)}
+_one_thread = one_thread_fixture()
+ref = reference_fixture("sfdfuse")
+model = reference_model_fixture("sfdfuse")
 
 
 # ---------------------------------------------------------------------------------------- checkpoints
@@ -90,13 +73,8 @@ def test_raw_outputs_and_truncated_pngs(ref: Path, model: SFDFuse, pair: str) ->
 def test_debug_intermediates(ref: Path, model: SFDFuse) -> None:
     dbg = np.load(ref / "debug_intermediates_32x32.npz")
     vi, ir = torch.from_numpy(dbg["INPUT/data_VIS"]), torch.from_numpy(dbg["INPUT/data_IR"])
-    rec, handles = record_children(model, SFDFuse.TOP_LEVEL)
-    try:
-        with torch.no_grad():
-            out = model(vi, ir)
-    finally:
-        for h in handles:
-            h.remove()
+    with record_children(model, SFDFuse.TOP_LEVEL) as rec, torch.no_grad():
+        out = model(vi, ir)
     assert_intermediates(rec, dbg, [k for k in dbg.files if not k.startswith(("INPUT/", "FINAL/"))])
     np.testing.assert_allclose(out.numpy(), dbg["FINAL/data_Fuse"], atol=1e-5)
 
@@ -120,14 +98,8 @@ def test_train_mode_loss_terms_droppath_and_gradient_norms(ref: Path, phase: int
     terms = (sfd_losses.phase1_losses(out, vi, ir) if phase == 1
              else sfd_losses.phase2_losses(out, vi, ir, include_unused=True))
     terms["loss_total"].backward()
-    mapping = _terms_by_reference_name(expected)
-    assert set(mapping) <= set(terms)
-    for ours, theirs in mapping.items():
-        assert terms[ours].item() == pytest.approx(expected[theirs], rel=1e-5), theirs
-    for top, g in expected["grad_norms_pre_clip"].items():
-        norm, count = module_grad_norm(getattr(net, top))
-        assert count == g["n_param_tensors_with_grad"], top
-        assert norm == pytest.approx(g["l2_norm_float64"], rel=1e-4, abs=0), top
+    assert_loss_terms(terms, expected)
+    assert_grad_norms(net, expected)
 
 
 def test_eval_mode_loss_terms(ref: Path, model: SFDFuse) -> None:
@@ -142,8 +114,7 @@ def test_eval_mode_loss_terms(ref: Path, model: SFDFuse) -> None:
         t1 = sfd_losses.phase1_losses(out1, vi, ir)
         t2 = sfd_losses.phase2_losses(out2, vi, ir, include_unused=True)
     for terms, expected in ((t1, values["phase1"]), (t2, values["phase2"])):
-        for ours, theirs in _terms_by_reference_name(expected).items():
-            assert terms[ours].item() == pytest.approx(expected[theirs], rel=1e-5), theirs
+        assert_loss_terms(terms, expected)
     # the documented switch: without the SSIM term the fusion loss is the CDDFuse form
     t2_plain = sfd_losses.phase2_losses(out2, vi, ir, fusion_ssim=False)
     assert t2_plain["fusionloss"].item() == pytest.approx(

@@ -24,54 +24,30 @@ from mlfuse.models.smfnet import losses as smf_losses
 from mlfuse.models.smfnet.network import NodeGraph, SMFNet
 from mlfuse.models.smfnet.recipe import SMFNetRecipe
 from mlfuse.train import build_config, get_recipe, train
+from tests._common import one_thread_fixture
 from tests.models.family import (
     PAIRS,
+    assert_grad_norms,
     assert_intermediates,
+    assert_loss_terms,
     assert_png_close,
     loss_batch,
     losses_reference,
-    module_grad_norm,
     pair_inputs,
+    random_weights_fixture,
     record_children,
+    reference_fixture,
+    reference_model_fixture,
     write_tiny_pairs,
 )
 
 COUNTS = {"DIDF_Encoder": 1_886_768, "DIDF_Decoder": 50_520, "BaseFuseLayer": 35_528, "DetailFuseLayer": 211_008,
           "GraphModel": 966_542}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread (see test_cddfuse.py): much faster on the shared, loaded 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def ref(shared: Path) -> Path:
-    return shared / "reference" / "smfnet"
-
-
-@pytest.fixture(scope="module")
-def model(ref: Path) -> SMFNet:
-    """The reference weights through the registry (auto-detected authors' layout, strict, weights_only)."""
-    return mlfuse.create_model("smfnet", weights=ref / "random_init.pth")
-
-
-@pytest.fixture(scope="module")
-def random_authors_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A seeded untrained SMFNet in the authors' layout: CLI tests without ../shared."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("smf") / "random_smfnet.pth"
-    torch.save(SMFNet().authors_checkpoint(), path)
-    return path
-
-
-def _by_reference_name(expected: dict) -> dict[str, str]:
-    """Our term name -> the reference's key (``'cc_loss_B(python float)'`` -> ``cc_loss_B``)."""
-    return {k.split("(")[0]: k for k, v in expected.items() if isinstance(v, float)}
+_one_thread = one_thread_fixture()
+ref = reference_fixture("smfnet")
+model = reference_model_fixture("smfnet")
+random_authors_file = random_weights_fixture(lambda: SMFNet().authors_checkpoint(), "random_smfnet.pth")
 
 
 # ---------------------------------------------------------------------------------------- checkpoints
@@ -160,13 +136,8 @@ def test_paper_colour_through_the_pipeline_from_source_files(shared: Path, ref: 
 def test_debug_intermediates(ref: Path, model: SMFNet) -> None:
     dbg = np.load(ref / "debug_intermediates_32x32.npz")
     vi, ir = torch.from_numpy(dbg["INPUT/data_VIS"]), torch.from_numpy(dbg["INPUT/data_IR"])
-    rec, handles = record_children(model, SMFNet.TOP_LEVEL)
-    try:
-        with torch.no_grad():
-            out = model(vi, ir)
-    finally:
-        for h in handles:
-            h.remove()
+    with record_children(model, SMFNet.TOP_LEVEL) as rec, torch.no_grad():
+        out = model(vi, ir)
     assert_intermediates(rec, dbg, [k for k in dbg.files if not k.startswith(("INPUT/", "FINAL/"))])
     np.testing.assert_allclose(out.numpy(), dbg["FINAL/data_Fuse"], rtol=0, atol=1e-5)
 
@@ -186,18 +157,12 @@ def test_train_mode_loss_terms_and_gradient_norms(ref: Path, phase: int) -> None
     torch.manual_seed(1234)
     out = net(vi, ir, phase=phase)
     terms = (smf_losses.phase1_losses if phase == 1 else smf_losses.phase2_losses)(out, vi, ir)
-    names = _by_reference_name(expected)
-    assert set(names) <= set(terms)
-    for ours, theirs in names.items():
-        assert terms[ours].item() == pytest.approx(expected[theirs], rel=1e-5), theirs
+    assert_loss_terms(terms, expected, unused_suffix=False)  # 'cc_loss_G(python float, computed, unused)'
     for name in ("cc_loss_B", "cc_loss_D", "loss_decomp", *(("seg_loss_V",) if phase == 1 else ("cc_loss_G",))):
         assert not terms[name].requires_grad, name  # the authors' decomposition / seg terms carry no gradient
     terms["loss_total"].backward()
-    for top, g in expected["grad_norms_pre_clip"].items():
-        norm, count = module_grad_norm(getattr(net, top))
-        assert count == g["n_param_tensors_with_grad"], top
-        rtol = 2e-4 if phase == 1 and top in ("DIDF_Encoder", "DIDF_Decoder") else 1e-4
-        assert norm == pytest.approx(g["l2_norm_float64"], rel=rtol, abs=0), top
+    assert_grad_norms(net, expected,
+                      rtol=lambda top: 2e-4 if phase == 1 and top in ("DIDF_Encoder", "DIDF_Decoder") else 1e-4)
 
 
 def test_eval_mode_loss_terms(ref: Path, model: SMFNet) -> None:
@@ -206,8 +171,7 @@ def test_eval_mode_loss_terms(ref: Path, model: SMFNet) -> None:
     with torch.no_grad():
         for phase, fn in ((1, smf_losses.phase1_losses), (2, smf_losses.phase2_losses)):
             terms = fn(model(vi, ir, phase=phase), vi, ir)
-            for ours, theirs in _by_reference_name(expected[f"phase{phase}"]).items():
-                assert terms[ours].item() == pytest.approx(expected[f"phase{phase}"][theirs], rel=1e-5), theirs
+            assert_loss_terms(terms, expected[f"phase{phase}"], unused_suffix=False)
 
 
 # ---------------------------------------------------------------------------------------- quirks and switches

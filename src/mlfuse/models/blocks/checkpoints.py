@@ -56,3 +56,21 @@ def authors_layout(state_dict: Mapping[str, Tensor], top_level: Iterable[str]) -
             raise KeyError(f"state_dict key '{key}' belongs to no top-level module ({', '.join(out)})")
         out[top][_PREFIX + inner] = value
     return out
+
+
+class AuthorsLayoutMixin:
+    """The checkpoint hooks of a network whose sub-networks are attributes named as in its ``TOP_LEVEL``
+    (CDDFuse, SFDFuse, SMFNet); list it before the :class:`torch.nn.Module` base."""
+
+    TOP_LEVEL: tuple[str, ...] = ()
+
+    @classmethod
+    def convert_checkpoint(cls, obj: object) -> dict[str, Tensor] | None:
+        """The authors' layout ``{'DIDF_Encoder': {'module.…': t}, …}`` -> this module's flat state_dict;
+        ``None`` if ``obj`` is not in that layout (then the generic reader applies)."""
+        return from_authors_layout(obj, cls.TOP_LEVEL)
+
+    def authors_checkpoint(self) -> dict[str, dict[str, Tensor]]:
+        """This network's weights in the authors' layout, loadable by their scripts (CDDFuse's ``CDDFuse_IVF.pth``
+        / ``CDDFuse_MIF.pth``, SFDFuse's ``SFDFuse_best.pth``, SMFNet's ``models/model_VIF.pth``)."""
+        return authors_layout(self.state_dict(), self.TOP_LEVEL)

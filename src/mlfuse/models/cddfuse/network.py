@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from mlfuse.models.base import FusionModel
 from mlfuse.models.blocks import DetailFeatureExtraction, LiteBlock, OverlapPatchEmbed, RestormerBlock
-from mlfuse.models.blocks.checkpoints import authors_layout, from_authors_layout
+from mlfuse.models.blocks.checkpoints import AuthorsLayoutMixin
 
 #: decoder residual (pre-sigmoid) per use: IVF model, MIF with the IVF checkpoint, MIF checkpoint
 RESIDUALS = ("vis", "ir+vis", "none")
@@ -74,7 +74,7 @@ class RestormerDecoder(nn.Module):
         return self.sigmoid(o), z
 
 
-class CDDFuse(FusionModel):
+class CDDFuse(AuthorsLayoutMixin, FusionModel):
     """The whole CDDFuse network (1,188,272 parameters).
 
     ``task``: ``"ivf"`` (default; decoder residual = the visible image, ``test_IVF.py``), ``"mif"``
@@ -101,17 +101,6 @@ class CDDFuse(FusionModel):
         self.DIDF_Decoder = RestormerDecoder(dim=dim, heads=heads)
         self.BaseFuseLayer = LiteBlock(dim, heads, ffn_expansion_factor=1.0)
         self.DetailFuseLayer = DetailFeatureExtraction(num_layers=1)
-
-    # -- checkpoints -------------------------------------------------------------------------------
-    @classmethod
-    def convert_checkpoint(cls, obj: object) -> dict[str, Tensor] | None:
-        """The authors' layout ``{'DIDF_Encoder': {'module.…': t}, …}`` -> this module's flat state_dict;
-        ``None`` if ``obj`` is not in that layout (then the generic reader applies)."""
-        return from_authors_layout(obj, cls.TOP_LEVEL)
-
-    def authors_checkpoint(self) -> dict[str, dict[str, Tensor]]:
-        """This network's weights in the authors' layout (loadable by their scripts)."""
-        return authors_layout(self.state_dict(), self.TOP_LEVEL)
 
     # -- forward -----------------------------------------------------------------------------------
     def residual_image(self, vis: Tensor, ir: Tensor, residual: str | None = None) -> Tensor | None:

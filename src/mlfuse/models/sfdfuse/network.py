@@ -31,8 +31,8 @@ from mlfuse.models.blocks import (
     OverlapPatchEmbed,
     RestormerBlock,
 )
-from mlfuse.models.blocks.attention import split_heads
-from mlfuse.models.blocks.checkpoints import authors_layout, from_authors_layout
+from mlfuse.models.blocks.attention import MDTA, split_heads
+from mlfuse.models.blocks.checkpoints import AuthorsLayoutMixin
 
 
 def crop_even(x: Tensor) -> Tensor:
@@ -235,21 +235,13 @@ class HaarWavelet(nn.Module):
 
 
 # --------------------------------------------------------------------------------------- FIB
-class CrossAttention(nn.Module):
-    """Two-way channel cross-attention (spec §1.1); shared qkv / projection weights for both inputs:
-    ``out12 = softmax(q_b k_a^T T) v_a + q_b``, ``out21 = softmax(q_a k_b^T T) v_b + q_a`` (q normalised),
-    returns ``((P(out12) + P(out21)) + a) + b``. Keys as :class:`MDTA`."""
-
-    def __init__(self, dim: int = 64, num_heads: int = 8, bias: bool = False) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
-        self.qkv = nn.Conv2d(dim, dim * 3, 1, bias=bias)
-        self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, 1, 1, groups=dim * 3, bias=bias)
-        self.project_out = nn.Conv2d(dim, dim, 1, bias=bias)
+class CrossAttention(MDTA):
+    """Two-way channel cross-attention (spec §1.1); :class:`MDTA`'s qkv / projection weights (and keys), shared
+    by both inputs: ``out12 = softmax(q_b k_a^T T) v_a + q_b``, ``out21 = softmax(q_a k_b^T T) v_b + q_a``
+    (q normalised), returns ``((P(out12) + P(out21)) + a) + b``."""
 
     def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
+        q, k, v = self.qkv_maps(x)
         h = self.num_heads
         return F.normalize(split_heads(q, h), dim=-1), F.normalize(split_heads(k, h), dim=-1), split_heads(v, h)
 
@@ -386,7 +378,7 @@ class SFDDecoder(nn.Module):
         return self.sigmoid(self.output(y) + img), z
 
 
-class SFDFuse(FusionModel):
+class SFDFuse(AuthorsLayoutMixin, FusionModel):
     """The whole SFDFuse network (2,327,950 parameters, 2,048 of them frozen Haar constants).
 
     ``forward(vis, ir)`` returns the raw fused image (one row/column smaller for odd sizes, as the
@@ -411,15 +403,6 @@ class SFDFuse(FusionModel):
         self.DIDF_Decoder_Phase = SFDDecoder(dim, heads)
         self.BaseFuseLayer = FeatureInteractionBlock(dim, heads, init_fusion=True)
         self.DetailFuseLayer = FeatureInteractionBlock(dim, heads, init_fusion=False)
-
-    @classmethod
-    def convert_checkpoint(cls, obj: object) -> dict[str, Tensor] | None:
-        """The authors' layout (``{'DIDF_Encoder': {'module.…': t}, …}``) -> this module's flat state_dict."""
-        return from_authors_layout(obj, cls.TOP_LEVEL)
-
-    def authors_checkpoint(self) -> dict[str, dict[str, Tensor]]:
-        """This network's weights in the authors' layout (``SFDFuse_best.pth``)."""
-        return authors_layout(self.state_dict(), self.TOP_LEVEL)
 
     def forward(self, vis: Tensor, ir: Tensor, phase: int | None = None) -> Tensor | dict[str, Tensor]:
         """``phase=None``: ``Dec(VIS, BaseFuse(V_ll, I_ll), DetailFuse(V_d, I_d))`` (test.py).

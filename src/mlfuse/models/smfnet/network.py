@@ -28,7 +28,7 @@ from mlfuse.models.blocks import (
     OverlapPatchEmbed,
     l2_channel_attention,
 )
-from mlfuse.models.blocks.checkpoints import authors_layout, from_authors_layout
+from mlfuse.models.blocks.checkpoints import AuthorsLayoutMixin
 
 DIM = 64
 HEADS = 8
@@ -501,7 +501,7 @@ class CGRBackbone(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------ whole network
-class SMFNet(FusionModel):
+class SMFNet(AuthorsLayoutMixin, FusionModel):
     """The whole SMFNet (3,148,818 parameters; 2,650,098 used by the fusion forward).
 
     ``forward(vis, ir)`` returns the raw fused image (B,1,H,W) in (0,1) (``test.py``, spec §2);
@@ -520,17 +520,6 @@ class SMFNet(FusionModel):
         self.BaseFuseLayer = BaseFeatureExtraction(dim, heads)
         self.DetailFuseLayer = DetailFeatureExtraction(dim)
         self.GraphModel = CGRBackbone(dim, interleaved_gates)
-
-    # -- checkpoints -------------------------------------------------------------------------------
-    @classmethod
-    def convert_checkpoint(cls, obj: object) -> dict[str, Tensor] | None:
-        """The authors' layout ``{'DIDF_Encoder': {'module.…': t}, …}`` -> this module's flat state_dict;
-        ``None`` if ``obj`` is not in that layout (then the generic reader applies)."""
-        return from_authors_layout(obj, cls.TOP_LEVEL)
-
-    def authors_checkpoint(self) -> dict[str, dict[str, Tensor]]:
-        """This network's weights in the authors' layout (``models/model_VIF.pth``)."""
-        return authors_layout(self.state_dict(), self.TOP_LEVEL)
 
     # -- forward -----------------------------------------------------------------------------------
     def encode(self, vis: Tensor, ir: Tensor) -> dict[str, Tensor]:
