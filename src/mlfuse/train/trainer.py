@@ -253,19 +253,24 @@ class Trainer:
             barrier(info)
         bar.close()
         if info.is_main:
-            save_weights(net, out / WEIGHTS, recipe.name, cfg, state)
+            notes = recipe.finalize(net, cfg) if state["epoch"] >= epochs else {}
+            if notes.get("changed") == "true" and cfg.val:  # the logged scores must be the shipped weights'
+                last_val = validate(net, cfg, out, state["epoch"], quiet=self.quiet)
+                logger.val(state["epoch"], state["step"], last_val)
+            save_weights(net, out / WEIGHTS, recipe.name, cfg, state, notes)
         logger.close()
         barrier(info)
         return TrainResult(out, state["epoch"], state["step"], time.perf_counter() - t0, last_losses, last_val)
 
 
-def save_weights(net: nn.Module, path: Path, method: str, cfg: Config, state: dict[str, Any]) -> Path:
+def save_weights(net: nn.Module, path: Path, method: str, cfg: Config, state: dict[str, Any],
+                 notes: dict[str, str] | None = None) -> Path:
     """The network's weights as safetensors (mlfuse's own format) with the run described in metadata."""
     from safetensors.torch import save
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     meta = {"method": method, "epochs_done": str(state["epoch"]), "steps": str(state["step"]),
-            "config": json.dumps(cfg, sort_keys=True)}
+            "config": json.dumps(cfg, sort_keys=True), **{f"finalize.{k}": v for k, v in (notes or {}).items()}}
     return atomic_write(path, lambda fh: fh.write(save(tensors, metadata=meta)), overwrite=True)
 
 

@@ -114,6 +114,8 @@ def package_run(run_dir: str | Path, out: str | Path, *, name: str, hardware: st
         f"- hardware: {hardware or machine_description()}",
         f"- wall time: {wall / 3600:.2f} h ({wall:.0f} s, training and validation)" if wall is not None
         else "- wall time: not recorded",
+        *[f"- after training ({k.removeprefix('finalize.')}): {v}" for k, v in meta.items()
+          if k.startswith("finalize.") and k != "finalize.changed"],
         "",
         "## Training data",
         "",

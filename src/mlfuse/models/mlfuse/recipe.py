@@ -40,6 +40,8 @@ class MLFuseRecipe(Recipe):
         "crop": 128,
         "loss_weights": dict(DEFAULT_WEIGHTS),
         "out_dir": "runs/mlfuse",
+        # mlfuse's addition, a no-op on the authors' checkpoint: see MLFuseRecipe.finalize
+        "orient_output": True,
     }
 
     def train_dataset(self, cfg: Config) -> Dataset:
@@ -55,6 +57,48 @@ class MLFuseRecipe(Recipe):
     def losses(self, model: nn.Module, batch: dict[str, Tensor], epoch: int, cfg: Config) -> dict[str, Tensor]:
         x, y = batch["structural"], batch["functional"]
         return mlfuse_losses(model(x, y), x, y, batch["saliency"], cfg.loss_weights)
+
+
+    def finalize(self, model: nn.Module, cfg: Config) -> dict[str, str]:
+        """Give the fused output the sources' polarity.
+
+        The only loss on the fused output is SSIM on the raw tanh output, and SSIM(x, -f) differs
+        from SSIM(x, f) only through C1 and C2 (both the luminance and the structure factor change
+        sign): training converges to f or to -f depending on the initialisation, and -f min-max
+        stretched is a photographic negative. MLFuse's head is ``tanh(conv1x1(.))`` and tanh is
+        odd, so negating that 1x1 conv turns f into exactly -f. Polarity is measured in eval mode as
+        the mean correlation of f with (x + y) / 2 over the first 32 training crops (seeded); the
+        authors' checkpoint has positive polarity, so this changes nothing there.
+        """
+        if not cfg.orient_output:
+            return {}
+        dataset = self.train_dataset(cfg)
+        items = [dataset[i] for i in range(min(32, len(dataset)))]
+        x = torch.stack([it["structural"] for it in items])
+        y = torch.stack([it["functional"] for it in items])
+        polarity = output_polarity(model, x, y)
+        if polarity >= 0:
+            return {"output_polarity": f"{polarity:.4f}", "changed": "false"}
+        head = model.outc.conv
+        with torch.no_grad():
+            head.weight.neg_()
+            head.bias.neg_()
+        return {"output_polarity": f"{polarity:.4f} (negated the output head)", "changed": "true"}
+
+
+def output_polarity(model: nn.Module, x: Tensor, y: Tensor) -> float:
+    """Mean over the batch of corr(f, (x + y) / 2), the fused output in eval mode."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            f = model(x, y)[0].flatten(1)
+    finally:
+        model.train(was)
+    t = ((x + y) / 2).flatten(1)
+    f, t = f - f.mean(1, keepdim=True), t - t.mean(1, keepdim=True)
+    corr = (f * t).sum(1) / (f.norm(dim=1) * t.norm(dim=1)).clamp_min(1e-12)
+    return float(corr.mean())
 
 
 RECIPE = register_recipe(MLFuseRecipe())
