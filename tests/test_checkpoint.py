@@ -101,7 +101,7 @@ def test_missing_weights_file_and_unfetched_release() -> None:
     with pytest.raises(WeightsNotFoundError, match="no such weights file"):
         mlfuse.create_model("mlfuse", weights="/nonexistent/w.pth")
     with pytest.raises(WeightsNotFoundError, match="mlfuse weights fetch mlfuse-paper"):
-        mlfuse.create_model("mlfuse")  # default weights: the authors' release, not fetched
+        mlfuse.create_model("mlfuse", weights="mlfuse-paper")  # the authors' release, not fetched
 
 
 def test_registry() -> None:
@@ -110,7 +110,7 @@ def test_registry() -> None:
     assert card.structural == ("visible", "mri")
     assert card.functional == ("infrared", "ct", "pet", "spect")
     assert card.min_size == (15, 15) and card.size_multiple == 1
-    assert card.default_weights == "mlfuse-paper"
+    assert card.default_weights == "mlfuse-own-v1" and card.releases == ("mlfuse-own-v1", "mlfuse-paper")
     model = mlfuse.create_model("mlfuse", weights=None)  # untrained
     assert model.card is card and model.weights_source is None
     with pytest.raises(mlfuse.MLFuseError, match="unknown model 'nope'"):

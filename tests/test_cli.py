@@ -80,7 +80,8 @@ def test_errors_are_one_line(case, pair, tmp_path, random_weights, capsys) -> No
         PILImage.fromarray(np.zeros((10, 10), np.uint8)).save(small)
         argv, words = ["fuse", "--vis", str(v), "--ir", str(small), "-o", out, *w], "80x60"
     elif case == "no_weights":
-        argv, words = ["fuse", "--vis", str(v), "--ir", str(i), "-o", out], "mlfuse weights fetch mlfuse-paper"
+        argv = ["fuse", "--vis", str(v), "--ir", str(i), "-o", out, "--weights", "mlfuse-paper"]
+        words = "mlfuse weights fetch mlfuse-paper"
     elif case == "file_and_dir":
         argv, words = ["fuse", "--vis", str(tmp_path), "--ir", str(i), "-o", out, *w], "expected a folder"
     elif case == "unwritable":

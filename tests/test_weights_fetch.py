@@ -46,8 +46,8 @@ def test_fetch_verifies_and_caches(server: str, official_weights: Path) -> None:
     assert path.read_bytes() == official_weights.read_bytes()
     # a second fetch uses the verified cache, even with a dead URL
     assert fetch("mlfuse-paper", f"{server}/gone.pth", quiet=True) == path
-    # and the default weights now resolve to it
-    model = mlfuse.create_model("mlfuse")
+    # and the release name now resolves to it
+    model = mlfuse.create_model("mlfuse", weights="mlfuse-paper")
     assert model.weights_source == str(path)
 
 

@@ -13,6 +13,15 @@ PAPER_RELEASE = register_release(WeightsRelease(
     description="MLFuse authors' released checkpoint (epoch 500, RoadScene + Harvard mixture)",
 ))
 
+OWN_RELEASE = register_release(WeightsRelease(
+    name="mlfuse-own-v1",
+    url="",
+    sha256="6a8f016de59e14c67d5a51e9ade5a614d560cb93ebe1a3b87286a8b1a9f93e0d",
+    filename="mlfuse-own-v1.safetensors",
+    description="mlfuse's own MLFuse weights (mlfuse train, authors' recipe, short CPU schedule; see the model card)",
+    packaged="models/mlfuse/weights/mlfuse-own-v1.safetensors",
+))
+
 CARD = register_model(ModelCard(
     name="mlfuse",
     builder=MLFNet,
@@ -20,12 +29,12 @@ CARD = register_model(ModelCard(
     min_size=(MLFNet.MIN_SIZE, MLFNet.MIN_SIZE),
     size_multiple=1,
     output_rule="minmax",
-    releases=(PAPER_RELEASE.name,),
-    # Until mlfuse ships its own trained weights, the default is the authors' release once fetched.
-    default_weights=PAPER_RELEASE.name,
+    releases=(OWN_RELEASE.name, PAPER_RELEASE.name),
+    # mlfuse's own weights ship in the package, so `mlfuse fuse` works offline out of the box.
+    default_weights=OWN_RELEASE.name,
     notes="input 1 = visible/MRI, input 2 = infrared/CT/PET/SPECT; any H, W >= 15",
 ))
 
-__all__ = ["CARD", "PAPER_RELEASE", "MLFNet"]
+__all__ = ["CARD", "OWN_RELEASE", "PAPER_RELEASE", "MLFNet"]
 
 from mlfuse.models.mlfuse import recipe as _recipe  # noqa: E402,F401  (registers the training recipe)
