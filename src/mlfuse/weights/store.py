@@ -46,6 +46,8 @@ def register_release(release: WeightsRelease) -> WeightsRelease:
 
 
 def get_release(name: str) -> WeightsRelease:
+    import mlfuse.models  # noqa: F401  (each model package registers its releases)
+
     try:
         return _RELEASES[name]
     except KeyError:
@@ -54,6 +56,8 @@ def get_release(name: str) -> WeightsRelease:
 
 
 def list_releases() -> list[WeightsRelease]:
+    import mlfuse.models  # noqa: F401
+
     return [_RELEASES[k] for k in sorted(_RELEASES)]
 
 
