@@ -207,12 +207,13 @@ names_where = {{ split = "test" }}
 def test_release_given_as_a_local_file_is_sha_checked(random_weights, shared):
     from mlfuse.bench.runner import resolve_method_weights
     from mlfuse.registry import get_card
+    from mlfuse.weights.store import release_path
 
     card = get_card("mlfuse")
     official = shared / "weights" / "mlfuse_official.pth"
     spec = MethodSpec.parse("mlfuse:paper")
     assert resolve_method_weights(spec, card, {"mlfuse-paper": official}) == official
-    assert resolve_method_weights(MethodSpec.parse("mlfuse"), card, {"mlfuse-paper": official}) == official
+    assert resolve_method_weights(MethodSpec.parse("mlfuse"), card, {}) == release_path("mlfuse-own-v1")  # packaged
     with pytest.raises(MLFuseError, match="sha256 differs"):
         resolve_method_weights(spec, card, {"mlfuse-paper": random_weights})
 
