@@ -10,7 +10,6 @@ release's sha256: ``mlfuse:paper`` then runs the authors' checkpoint without fet
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -18,6 +17,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlfuse.data.pairs import read_names
 from mlfuse.errors import MLFuseError
 from mlfuse.registry import get_card
 
@@ -130,29 +130,6 @@ def parse_subdirs(text: str) -> tuple[str, str]:
     if len(names) != 2 or not all(names):
         raise MLFuseError(f"subdirs '{text}': expected STRUCTURAL,FUNCTIONAL, e.g. mri,ct")
     return names[0], names[1]
-
-
-def read_names(path: Path, column: str | None = None, where: dict[str, str] | None = None) -> tuple[str, ...]:
-    """Pair names from a text file (one per line, ``#`` comments) or a CSV (``column``, rows
-    filtered by ``where`` = {column: value})."""
-    if not path.is_file():
-        raise MLFuseError(f"{path}: no such names file")
-    if path.suffix.lower() == ".csv" or column:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            fields = reader.fieldnames or []
-            for col in [column, *(where or {})]:
-                if col is None or col not in fields:
-                    raise MLFuseError(f"{path}: names CSV needs a column name present in the file "
-                                      f"(got {col!r}; columns: {', '.join(fields)})")
-            rows = [r for r in reader if all(r[k] == str(v) for k, v in (where or {}).items())]
-            names = tuple(Path(r[column]).stem for r in rows)
-    else:
-        lines = (ln.split("#", 1)[0].strip() for ln in path.read_text(encoding="utf-8").splitlines())
-        names = tuple(Path(ln).stem for ln in lines if ln)
-    if not names:
-        raise MLFuseError(f"{path}: no names selected")
-    return names
 
 
 def _path(base: Path, value: str | Path) -> Path:

@@ -17,10 +17,10 @@ from mlfuse.bench.config import (
     parse_figure,
     parse_size,
     parse_subdirs,
-    read_names,
 )
 from mlfuse.bench.runner import run_bench
 from mlfuse.data.color import COLOR_MODES
+from mlfuse.data.pairs import read_names
 from mlfuse.errors import MLFuseError
 from mlfuse.fuse import DEVICES, PRECISIONS
 from mlfuse.metrics.profiles import PROFILES

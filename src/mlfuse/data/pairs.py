@@ -7,6 +7,7 @@ identical stems (``12.png`` with ``12.jpg``), order from a natural sort (2 befor
 
 from __future__ import annotations
 
+import csv
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,3 +104,26 @@ def find_modality_dirs(root: str | Path, subdirs: tuple[str, str] | None = None)
     if subdirs is not None:
         return pick((subdirs[0],), "structural"), pick((subdirs[1],), "functional")
     return pick(STRUCTURAL_DIR_NAMES, "structural"), pick(FUNCTIONAL_DIR_NAMES, "functional")
+
+
+def read_names(path: Path, column: str | None = None, where: dict[str, str] | None = None) -> tuple[str, ...]:
+    """Pair names from a text file (one per line, ``#`` comments) or a CSV (``column``, rows
+    filtered by ``where`` = {column: value})."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such names file")
+    if path.suffix.lower() == ".csv" or column:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            fields = reader.fieldnames or []
+            for col in [column, *(where or {})]:
+                if col is None or col not in fields:
+                    raise InputError(f"{path}: names CSV needs a column name present in the file "
+                                      f"(got {col!r}; columns: {', '.join(fields)})")
+            rows = [r for r in reader if all(r[k] == str(v) for k, v in (where or {}).items())]
+            names = tuple(Path(r[column]).stem for r in rows)
+    else:
+        lines = (ln.split("#", 1)[0].strip() for ln in path.read_text(encoding="utf-8").splitlines())
+        names = tuple(Path(ln).stem for ln in lines if ln)
+    if not names:
+        raise InputError(f"{path}: no names selected")
+    return names

@@ -12,7 +12,6 @@ a resumed run or a run split across DDP ranks draws exactly what an uninterrupte
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from torch.utils.data import Dataset
 
 from mlfuse.data.color import pil_luma
 from mlfuse.data.io import read_image
-from mlfuse.data.pairs import Pair, find_modality_dirs, pair_folders
+from mlfuse.data.pairs import Pair, find_modality_dirs, pair_folders, read_names
 from mlfuse.errors import InputError
 
 
@@ -38,16 +37,7 @@ def _names_filter(spec: Any, origin: str) -> set[str] | None:
     if isinstance(spec, list | tuple):
         return {str(n) for n in spec}
     if isinstance(spec, Mapping) and "csv" in spec:
-        path = Path(spec["csv"])
-        if not path.is_file():
-            raise InputError(f"{origin}: names file {path} not found")
-        column = spec.get("column", "name")
-        where = dict(spec.get("where", {}))
-        with path.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        if rows and (column not in rows[0] or any(k not in rows[0] for k in where)):
-            raise InputError(f"{path}: needs columns {column}, {', '.join(where)} (has {', '.join(rows[0])})")
-        return {r[column] for r in rows if all(r[k] == str(v) for k, v in where.items())}
+        return set(read_names(Path(spec["csv"]), spec.get("column", "name"), dict(spec.get("where", {}))))
     raise InputError(f"{origin}: 'names' must be a list of stems or {{csv=..., column=..., where={{...}}}}")
 
 
