@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mlfuse.registry import list_models
-from mlfuse.weights.store import fetch, list_releases, release_path
+from mlfuse.weights.store import fetch, list_releases, release_path, release_state
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,11 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run_list(args: argparse.Namespace) -> int:
     list_models()
     for rel in list_releases():
-        if rel.packaged:
-            state, where = "packaged", str(release_path(rel.name))
-        else:
-            state, where = ("cached" if release_path(rel.name).is_file() else "not fetched"), rel.url
-        print(f"{rel.name}: {state} - {rel.description}\n  {where}\n  sha256 {rel.sha256}")
+        where = release_path(rel.name) if rel.packaged else rel.url
+        print(f"{rel.name}: {release_state(rel.name)} - {rel.description}\n  {where}\n  sha256 {rel.sha256}")
     return 0
 
 

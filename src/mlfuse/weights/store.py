@@ -77,6 +77,13 @@ def release_path(name: str) -> Path:
     return cache_dir() / "weights" / rel.name / rel.filename
 
 
+def release_state(name: str) -> str:
+    """``"packaged"`` (shipped with mlfuse), ``"cached"`` (fetched) or ``"not fetched"``."""
+    if get_release(name).packaged:
+        return "packaged"
+    return "cached" if release_path(name).is_file() else "not fetched"
+
+
 def model_card_path(name: str) -> Path | None:
     """The Markdown model card shipped beside a packaged release (``<file>.md``), if any."""
     rel = get_release(name)
