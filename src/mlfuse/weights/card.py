@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -31,23 +30,14 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 def machine_description() -> str:
     """CPU/GPU, core count and torch version of this machine, for cards written where training ran."""
-    import os
-
     import torch
 
-    if torch.cuda.is_available():
-        dev = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
-    else:
-        cpu = platform.processor() or platform.machine()
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
-        dev = f"CPU only: {cpu}, {os.cpu_count()} cores"
-    return f"{dev}; torch {torch.__version__}; Python {platform.python_version()}"
+    from mlfuse.bench.efficiency import machine
+
+    m = machine()
+    gpu = f"{torch.cuda.device_count()} x {m['gpu']}" if m["gpu"] else None
+    dev = gpu or f"CPU only: {m['cpu']}, {m['logical_cpus']} cores"
+    return f"{dev}; torch {m['torch']}; Python {m['python']}"
 
 
 def _data_lines(entries: list[dict[str, Any]]) -> list[str]:
