@@ -192,9 +192,10 @@ def test_mlfuse_finalize_gives_the_output_the_sources_polarity(tiny_set, officia
 
     recipe = get_recipe("mlfuse")
     cfg = build_config(recipe.defaults, sets=["crop=32"], overrides={"data": [{"root": str(tiny_set)}]})
+    dataset = recipe.train_dataset(cfg)
     authors = mlfuse.create_model("mlfuse", weights=official_weights)
     before = {k: v.clone() for k, v in authors.state_dict().items()}
-    notes = recipe.finalize(authors, cfg)
+    notes = recipe.finalize(authors, cfg, dataset)
     assert notes["changed"] == "false" and float(notes["output_polarity"]) > 0.5  # the authors': left alone
     assert all(torch.equal(before[k], v) for k, v in authors.state_dict().items())
     negative = mlfuse.create_model("mlfuse", weights=official_weights)
@@ -203,7 +204,7 @@ def test_mlfuse_finalize_gives_the_output_the_sources_polarity(tiny_set, officia
         negative.outc.conv.bias.neg_()
     x, y = torch.rand(2, 1, 1, 24, 24, generator=torch.Generator().manual_seed(0))
     assert output_polarity(negative, x, y) == pytest.approx(-output_polarity(authors, x, y), abs=1e-6)
-    notes = recipe.finalize(negative, cfg)  # a photographic negative: flipped back exactly
+    notes = recipe.finalize(negative, cfg, dataset)  # a photographic negative: flipped back exactly
     assert notes["changed"] == "true" and "negated" in notes["output_polarity"]
     assert all(torch.equal(before[k], v) for k, v in negative.state_dict().items())
-    assert recipe.finalize(negative, build_config(recipe.defaults, sets=["orient_output=false"])) == {}
+    assert recipe.finalize(negative, build_config(recipe.defaults, sets=["orient_output=false"]), dataset) == {}

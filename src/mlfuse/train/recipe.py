@@ -57,9 +57,9 @@ class Recipe:
     def clip_gradients(self, model: nn.Module, epoch: int, cfg: Config) -> None:
         """Between backward and the optimiser step (e.g. ``clip_grad_norm_``); default: nothing."""
 
-    def finalize(self, model: nn.Module, cfg: Config) -> dict[str, str]:
+    def finalize(self, model: nn.Module, cfg: Config, dataset: Dataset) -> dict[str, str]:
         """Once, after the last epoch, before the final weights are written (rank 0, the bare
-        network). May adjust the weights; returns notes for the weights' metadata, with
+        network, the run's training set). May adjust the weights; returns notes for the weights' metadata, with
         ``"changed": "true"`` when it changed them (validation is then run again). Default: nothing."""
         return {}
 

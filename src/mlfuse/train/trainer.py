@@ -253,7 +253,7 @@ class Trainer:
             barrier(info)
         bar.close()
         if info.is_main:
-            notes = recipe.finalize(net, cfg) if state["epoch"] >= epochs else {}
+            notes = recipe.finalize(net, cfg, dataset) if state["epoch"] >= epochs else {}
             if notes.get("changed") == "true" and cfg.val:  # the logged scores must be the shipped weights'
                 last_val = validate(net, cfg, out, state["epoch"], quiet=self.quiet)
                 logger.val(state["epoch"], state["step"], last_val)

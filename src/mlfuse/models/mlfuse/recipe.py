@@ -59,7 +59,7 @@ class MLFuseRecipe(Recipe):
         return mlfuse_losses(model(x, y), x, y, batch["saliency"], cfg.loss_weights)
 
 
-    def finalize(self, model: nn.Module, cfg: Config) -> dict[str, str]:
+    def finalize(self, model: nn.Module, cfg: Config, dataset: Dataset) -> dict[str, str]:
         """Give the fused output the sources' polarity.
 
         The only loss on the fused output is SSIM on the raw tanh output, and SSIM(x, -f) differs
@@ -72,7 +72,7 @@ class MLFuseRecipe(Recipe):
         """
         if not cfg.orient_output:
             return {}
-        dataset = self.train_dataset(cfg)
+        dataset.set_epoch(0)  # the first 32 crops of epoch 0, whatever epoch training ended in
         items = [dataset[i] for i in range(min(32, len(dataset)))]
         x = torch.stack([it["structural"] for it in items])
         y = torch.stack([it["functional"] for it in items])
