@@ -8,12 +8,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from mlfuse.cli import fuse_shard
 from mlfuse.data.color import COLOR_MODES
 from mlfuse.data.io import write_image
 from mlfuse.data.pairs import find_modality_dirs
 from mlfuse.errors import InputError, MLFuseError
 from mlfuse.fuse import DEVICES, OUTPUT_RULES, PRECISIONS, fuse_folder, fuse_pair, resolve_device
 from mlfuse.registry import create_model, get_card
+from mlfuse.shard import shard_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -51,6 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--skip-existing", action="store_true", help="folder runs: leave existing outputs alone")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    fuse_shard.add_options(p)
     p.set_defaults(run=run)
 
 
@@ -121,7 +124,11 @@ def run(args: argparse.Namespace) -> int:
             out = out / f"{s_path.stem}.png"
         if out.exists() and not args.overwrite:
             raise MLFuseError(f"{out}: already exists (pass --overwrite to replace it)")
-    model = create_model(args.model, weights=args.weights, device=resolve_device(args.device),
+    shard = fuse_shard.from_args(args, folder_mode)  # None: not a sharded folder run
+    if shard is not None and args.merge_manifests:
+        return fuse_shard.merge(args, s_path, f_path, out)
+    device = resolve_device(args.device) if shard is None else shard_device(args.device, shard)
+    model = create_model(args.model, weights=args.weights, device=device,
                          **task_option(args.model, args.task))
     if args.fast:
         from mlfuse.fastpath import optimize_for_inference
@@ -133,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"wrote {out}", file=sys.stderr)
         return 0
+    if shard is not None:
+        return fuse_shard.run_folder(args, model, s_path, f_path, out, shard, opts)
     if out.exists() and not out.is_dir():
         raise MLFuseError(f"{out}: is a file; folder runs need an output folder")
     report = fuse_folder(model, s_path, f_path, out, ext=args.ext, overwrite=args.overwrite,

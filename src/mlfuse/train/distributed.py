@@ -9,11 +9,14 @@ checkpoints are interchangeable).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+from mlfuse.errors import MLFuseError
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,29 @@ class DistInfo:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> DistInfo:
+        """The rank a launcher gave this process, without joining a process group: ``RANK``,
+        ``WORLD_SIZE``, ``LOCAL_RANK`` (torchrun or any launcher that sets them), else an srun job
+        step's ``SLURM_PROCID``, ``SLURM_STEP_NUM_TASKS``/``SLURM_NTASKS``, ``SLURM_LOCALID`` (only
+        inside a step: a batch script's own environment says ``SLURM_PROCID=0`` of all tasks)."""
+        env = os.environ if environ is None else environ
+        names = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+        if "WORLD_SIZE" not in env and ("SLURM_STEP_ID" in env or "SLURM_STEPID" in env):
+            tasks = "SLURM_STEP_NUM_TASKS" if "SLURM_STEP_NUM_TASKS" in env else "SLURM_NTASKS"
+            names = ("SLURM_PROCID", tasks, "SLURM_LOCALID")
+        values = []
+        for name, default in zip(names, ("0", "1", None), strict=True):
+            text = env.get(name, default)
+            try:
+                values.append(None if text is None else int(text))
+            except ValueError:
+                raise MLFuseError(f"{name}={text!r}: expected a whole number (set by the launcher)") from None
+        rank, world, local = values
+        if world < 1 or not 0 <= rank < world:
+            raise MLFuseError(f"{names[0]}={rank} with {names[1]}={world}: expected 0 <= rank < world size")
+        return cls(rank, world, rank if local is None else local)
 
 
 def init_distributed(device: torch.device) -> DistInfo:
