@@ -28,6 +28,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -213,18 +214,20 @@ def run_shard(model: nn.Module, pairs: list[Pair], out_dir: str | Path, shard: S
                 if dest.exists() and not overwrite:
                     raise MLFuseError(f"{dest}: already exists (pass --overwrite to replace it, "
                                       "or --skip-existing to resume)")
-                write_image(fuse_pair(model, pair.structural, pair.functional, **options), dest,
-                            overwrite=overwrite)
+                fused = fuse_pair(model, pair.structural, pair.functional, **options)
+                with _stop_deferred(in_main):  # a stop request lands after the output *and* its record
+                    write_image(fused, dest, overwrite=overwrite)
+                    result.written.append(pair.name)
+                    manifest.append({**record, "status": "written",
+                                     "seconds": round(time.perf_counter() - start, 4)})
             except MLFuseError as exc:
                 result.failed.append((pair.name, str(exc)))
                 manifest.append({**record, "status": "failed", "seconds": round(time.perf_counter() - start, 4),
                                  "error": str(exc)})
                 say(f"FAILED {pair.name}: {exc}")
                 continue
-            result.written.append(pair.name)
-            manifest.append({**record, "status": "written", "seconds": round(time.perf_counter() - start, 4)})
             if kill_after is not None and len(result.written) >= kill_after:
-                os.kill(os.getpid(), signal.SIGKILL)
+                os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
         manifest.append({"event": "done", "shard": shard.index, "of": shard.count, "launch": shard.launch,
                          "written": len(result.written), "skipped": len(result.skipped),
                          "failed": len(result.failed), "time": time.time()})
@@ -233,6 +236,21 @@ def run_shard(model: nn.Module, pairs: list[Pair], out_dir: str | Path, shard: S
         if in_main:
             signal.signal(signal.SIGTERM, previous)
     return result
+
+
+@contextmanager
+def _stop_deferred(active: bool) -> Iterator[None]:
+    """Hold SIGTERM/SIGINT (a launcher stopping the job, Ctrl-C) until the block ends, so an output
+    never exists without its manifest record; SIGKILL cannot be held."""
+    if not (active and hasattr(signal, "pthread_sigmask")):  # POSIX only
+        yield
+        return
+    held = {signal.SIGTERM, signal.SIGINT}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _in_main_thread() -> bool:
