@@ -255,3 +255,43 @@ def test_torchrun_killed_rank_relaunch_finishes_only_the_rest(tmp_path: Path, ca
         os.chdir(cwd)
     assert f"{N_PAIRS} of {N_PAIRS} pairs present in fused" in capsys.readouterr().err
     assert json.loads((out / MANIFEST_DIR / "shard-0-of-2.jsonl").read_text().splitlines()[0])["of"] == 2
+
+
+# --- examples/ray_fuse.py: the worker without Ray; the whole recipe where Ray is installed -----------
+
+def _ray_recipe():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ray_fuse", ROOT / "examples" / "ray_fuse.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ray_recipe_worker_writes_what_a_plain_run_writes(tmp_path: Path, capsys) -> None:
+    data = _make_pairs(tmp_path / "data", n=5)
+    assert main(["fuse", "--root", str(data), "-o", str(tmp_path / "ref"), "--model", "average", "-q"]) == 0
+    out = tmp_path / "out"
+    worker = _ray_recipe().FuseWorker(str(out), "average", "default", "cpu", True)
+    names = np.array([str(i) for i in range(5)])
+    batch = {"name": names, "structural": np.array([str(data / "vi" / f"{n}.png") for n in names]),
+             "functional": np.array([str(data / "ir" / f"{n}.png") for n in names])}
+    assert worker(batch)["status"] == ["written"] * 5
+    assert worker(batch)["status"] == ["skipped"] * 5  # a rerun leaves finished outputs alone
+    assert _outputs(out) == _outputs(tmp_path / "ref")
+    capsys.readouterr()
+    assert main(["fuse", "--root", str(data), "-o", str(out), "--merge-manifests"]) == 0
+    assert re.search(r"5 of 5 pairs present .*1 manifest\(s\): ray-[0-9a-f]{12};", capsys.readouterr().err)
+
+
+def test_ray_recipe_end_to_end(tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray", reason="the Ray recipe is tested where ray is installed (not a dependency)")
+    data = _make_pairs(tmp_path / "data", n=5)
+    assert main(["fuse", "--root", str(data), "-o", str(tmp_path / "ref"), "--model", "average", "-q"]) == 0
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        assert _ray_recipe().main(["--root", str(data), "-o", str(tmp_path / "out"), "--model", "average",
+                                   "--workers", "2"]) == 0
+    finally:
+        ray.shutdown()
+    assert _outputs(tmp_path / "out") == _outputs(tmp_path / "ref")

@@ -172,6 +172,37 @@ class ShardReport:
     manifest: Path | None = None
 
 
+def fuse_one(model: nn.Module, pair: Pair, out_dir: Path, manifest: Manifest, *, ext: str = "png",
+             overwrite: bool = False, skip_existing: bool = False, hold_signals: bool = False,
+             **options: object) -> dict:
+    """Fuse one pair into ``out_dir/<name>.<ext>`` (atomically) and append its record to ``manifest``;
+    returns the record (``status``: written, skipped or failed with ``error``). ``hold_signals`` (main
+    thread only) defers SIGTERM/SIGINT while the output and its record are written, so an output never
+    exists without its record. The unit of work for any engine (see ``examples/ray_fuse.py``)."""
+    dest = Path(out_dir) / f"{pair.name}.{ext.lstrip('.')}"
+    record: dict = {"pair": pair.name, "output": dest.name}
+    start = time.perf_counter()
+    if skip_existing and dest.exists():
+        record.update(status="skipped", seconds=0.0)
+        manifest.append(record)
+        return record
+    try:
+        if dest.exists() and not overwrite:
+            raise MLFuseError(f"{dest}: already exists (pass --overwrite to replace it, "
+                              "or --skip-existing to resume)")
+        fused = fuse_pair(model, pair.structural, pair.functional, **options)
+        with _stop_deferred(hold_signals):  # a stop request lands after the output *and* its record
+            write_image(fused, dest, overwrite=overwrite)
+            record.update(status="written", seconds=round(time.perf_counter() - start, 4))
+            manifest.append(record)
+    except MLFuseError as exc:
+        if record.get("status") == "written":  # the output exists; only its record could not be logged
+            raise
+        record.update(status="failed", seconds=round(time.perf_counter() - start, 4), error=str(exc))
+        manifest.append(record)
+    return record
+
+
 def _kill_hook(shard: Shard) -> int | None:
     """After how many written outputs this shard kills itself (``MLFUSE_TEST_SHARD_KILL=K:M``), if any."""
     spec = os.environ.get(KILL_HOOK, "")
@@ -203,29 +234,16 @@ def run_shard(model: nn.Module, pairs: list[Pair], out_dir: str | Path, shard: S
                          "pairs": len(mine), "total": len(pairs), "host": socket.gethostname(),
                          "pid": os.getpid(), "time": time.time()})
         for pair in tqdm(mine, desc=f"fuse {shard.label}", unit="pair", disable=quiet):
-            dest = out_dir / f"{pair.name}.{ext.lstrip('.')}"
-            record = {"pair": pair.name, "output": dest.name}
-            start = time.perf_counter()
-            if skip_existing and dest.exists():
+            record = fuse_one(model, pair, out_dir, manifest, ext=ext, overwrite=overwrite,
+                              skip_existing=skip_existing, hold_signals=in_main, **options)
+            if record["status"] == "skipped":
                 result.skipped.append(pair.name)
-                manifest.append({**record, "status": "skipped", "seconds": 0.0})
                 continue
-            try:
-                if dest.exists() and not overwrite:
-                    raise MLFuseError(f"{dest}: already exists (pass --overwrite to replace it, "
-                                      "or --skip-existing to resume)")
-                fused = fuse_pair(model, pair.structural, pair.functional, **options)
-                with _stop_deferred(in_main):  # a stop request lands after the output *and* its record
-                    write_image(fused, dest, overwrite=overwrite)
-                    result.written.append(pair.name)
-                    manifest.append({**record, "status": "written",
-                                     "seconds": round(time.perf_counter() - start, 4)})
-            except MLFuseError as exc:
-                result.failed.append((pair.name, str(exc)))
-                manifest.append({**record, "status": "failed", "seconds": round(time.perf_counter() - start, 4),
-                                 "error": str(exc)})
-                say(f"FAILED {pair.name}: {exc}")
+            if record["status"] == "failed":
+                result.failed.append((pair.name, record["error"]))
+                say(f"FAILED {pair.name}: {record['error']}")
                 continue
+            result.written.append(pair.name)
             if kill_after is not None and len(result.written) >= kill_after:
                 os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
         manifest.append({"event": "done", "shard": shard.index, "of": shard.count, "launch": shard.launch,
@@ -259,14 +277,15 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _manifests(out_dir: Path) -> Iterator[tuple[int, int, Path]]:
+def _manifests(out_dir: Path) -> Iterator[tuple[int | None, int | None, Path]]:
+    """``(K, N, path)`` of every manifest under ``out_dir``; ``K, N`` are None for a manifest that is
+    not a shard's (another engine's worker, e.g. ``examples/ray_fuse.py``)."""
     folder = Path(out_dir) / MANIFEST_DIR
     if not folder.is_dir():
         return
-    for p in sorted(folder.iterdir()):
+    for p in sorted(folder.glob("*.jsonl")):
         m = _SHARD_FILE.fullmatch(p.name)
-        if m:
-            yield int(m[1]), int(m[2]), p
+        yield (int(m[1]), int(m[2]), p) if m else (None, None, p)
 
 
 def launch_finished(out_dir: str | Path, shard: Shard) -> set[int]:
@@ -324,9 +343,12 @@ class MergeReport:
         return not self.missing
 
     def summary(self, out_dir: Path, limit: int = 20) -> list[str]:
-        lines = [f"{len(self.present)} of {self.total} pairs present in {out_dir}"
-                 + (f" ({len(self.shards)} shard manifest(s): {', '.join(self.shards)};"
-                    f" {self.seconds:.1f} s of fusion logged)" if self.shards else " (no shard manifests)")]
+        if not self.shards:
+            logged = "no manifests"
+        else:
+            names = f": {', '.join(self.shards)}" if len(self.shards) <= 8 else ""
+            logged = f"{len(self.shards)} manifest(s){names}; {self.seconds:.1f} s of fusion logged"
+        lines = [f"{len(self.present)} of {self.total} pairs present in {out_dir} ({logged})"]
         if self.torn_lines:
             lines.append(f"{self.torn_lines} torn manifest line(s) skipped (a killed process)")
         if self.missing:
@@ -349,7 +371,8 @@ def merge_manifests(pairs: list[Pair], out_dir: str | Path, *, ext: str = "png")
     result = MergeReport(total=len(pairs))
     last_error: dict[str, str] = {}
     for k, n, path in _manifests(out_dir):
-        result.shards.append(f"{k}/{n}")
+        label = path.stem if k is None else f"{k}/{n}"
+        result.shards.append(label)
         records, torn = read_manifest(path)
         result.torn_lines += torn
         for rec in records:
@@ -357,7 +380,7 @@ def merge_manifests(pairs: list[Pair], out_dir: str | Path, *, ext: str = "png")
             if not isinstance(name, str):
                 continue
             if status == "written":
-                result.written_by.setdefault(name, []).append(f"{k}/{n}")
+                result.written_by.setdefault(name, []).append(label)
                 result.seconds += float(rec.get("seconds") or 0.0)
                 last_error.pop(name, None)
             elif status == "failed":
