@@ -10,11 +10,11 @@ import argparse
 import sys
 
 from mlfuse import __version__
-from mlfuse.cli import bench, export, fuse, models, sample, train, vsm, weights
+from mlfuse.cli import bench, demo, export, fuse, models, sample, train, vsm, weights
 from mlfuse.cli import eval as eval_cmd
 from mlfuse.errors import MLFuseError
 
-COMMANDS = (fuse, eval_cmd, train, vsm, bench, export, weights, models, sample)
+COMMANDS = (fuse, eval_cmd, train, vsm, bench, export, weights, models, sample, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
