@@ -165,6 +165,35 @@ def test_a_bad_pair_is_logged_and_the_shard_goes_on(tmp_path: Path, capsys) -> N
     assert sorted(_outputs(out)) == ["0.png", "1.png", "3.png"]
 
 
+def test_a_stop_request_during_a_write_lands_after_its_record(tmp_path: Path, monkeypatch) -> None:
+    """SIGTERM (a launcher stopping the job) right after an output is renamed into place must not leave
+    that output without its manifest record: the next launch would not know who wrote it."""
+    import signal
+
+    import mlfuse
+    import mlfuse.shard as shard_mod
+    from mlfuse.data.pairs import pair_folders
+
+    data = _make_pairs(tmp_path / "data", n=3)
+    real_write = shard_mod.write_image
+
+    def write_then_stop(*args, **kwargs):
+        path = real_write(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return path
+
+    monkeypatch.setattr(shard_mod, "write_image", write_then_stop)
+    out = tmp_path / "out"
+    model = mlfuse.create_model("average")
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped:
+        shard_mod.run_shard(model, pair_folders(data / "vi", data / "ir").pairs, out, Shard(0, 1), quiet=True)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
+    assert sorted(_outputs(out)) == ["0.png"]
+    assert [(r["pair"], r["status"]) for r in _records(out) if "pair" in r] == [("0", "written")]
+
+
 def test_sharding_needs_folders(tmp_path: Path, capsys) -> None:
     data = _make_pairs(tmp_path / "data", n=1)
     assert main(["fuse", "--vis", str(data / "vi" / "0.png"), "--ir", str(data / "ir" / "0.png"),

@@ -173,12 +173,12 @@ class ShardReport:
 
 
 def fuse_one(model: nn.Module, pair: Pair, out_dir: Path, manifest: Manifest, *, ext: str = "png",
-             overwrite: bool = False, skip_existing: bool = False, hold_signals: bool = False,
-             **options: object) -> dict:
+             overwrite: bool = False, skip_existing: bool = False, **options: object) -> dict:
     """Fuse one pair into ``out_dir/<name>.<ext>`` (atomically) and append its record to ``manifest``;
-    returns the record (``status``: written, skipped or failed with ``error``). ``hold_signals`` (main
-    thread only) defers SIGTERM/SIGINT while the output and its record are written, so an output never
-    exists without its record. The unit of work for any engine (see ``examples/ray_fuse.py``)."""
+    returns the record (``status``: written, skipped or failed with ``error``). Under :func:`run_shard`
+    a SIGTERM/SIGINT that arrives while the output and its record are written takes effect after both,
+    so an output never exists without its record. The unit of work for any engine (see
+    ``examples/ray_fuse.py``)."""
     dest = Path(out_dir) / f"{pair.name}.{ext.lstrip('.')}"
     record: dict = {"pair": pair.name, "output": dest.name}
     start = time.perf_counter()
@@ -191,7 +191,7 @@ def fuse_one(model: nn.Module, pair: Pair, out_dir: Path, manifest: Manifest, *,
             raise MLFuseError(f"{dest}: already exists (pass --overwrite to replace it, "
                               "or --skip-existing to resume)")
         fused = fuse_pair(model, pair.structural, pair.functional, **options)
-        with _stop_deferred(hold_signals):  # a stop request lands after the output *and* its record
+        with _STOP.held():  # a stop request lands after the output *and* its record
             write_image(fused, dest, overwrite=overwrite)
             record.update(status="written", seconds=round(time.perf_counter() - start, 4))
             manifest.append(record)
@@ -210,8 +210,41 @@ def _kill_hook(shard: Shard) -> int | None:
     return int(m[2]) if m and int(m[1]) == shard.index else None
 
 
-def _terminate_cleanly(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through atomic_write's clean-up: no temp file left behind
+class _StopGuard:
+    """SIGTERM/SIGINT handling for a shard run. Outside a held section a stop request ends the run at
+    once (SystemExit 128+signum, KeyboardInterrupt), unwinding through clean-ups (no temp file is left);
+    inside one (an output and its record) it is held until the section ends. A flag, not a signal mask:
+    Python runs handlers in the main thread whichever thread (torch's among them) took the signal."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending: int | None = None
+
+    def handler(self, signum: int, frame: object) -> None:
+        if self.depth:
+            self.pending = signum
+            return
+        self.stop(signum)
+
+    @staticmethod
+    def stop(signum: int) -> None:
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            if not self.depth and self.pending is not None:
+                signum, self.pending = self.pending, None
+                self.stop(signum)
+
+
+_STOP = _StopGuard()
 
 
 def run_shard(model: nn.Module, pairs: list[Pair], out_dir: str | Path, shard: Shard, *, ext: str = "png",
@@ -225,17 +258,19 @@ def run_shard(model: nn.Module, pairs: list[Pair], out_dir: str | Path, shard: S
     say = report or (lambda line: None)
     kill_after = _kill_hook(shard)
     manifest = Manifest(result.manifest)
-    previous = signal.getsignal(signal.SIGTERM)
+    stops = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.getsignal(sig) for sig in stops}
     in_main = _in_main_thread()
-    if in_main:  # a launcher stopping the job sends SIGTERM: die between files, not inside one
-        signal.signal(signal.SIGTERM, _terminate_cleanly)
+    if in_main:  # a launcher stopping the job sends SIGTERM: stop between files, never inside one
+        for sig in stops:
+            signal.signal(sig, _STOP.handler)
     try:
         manifest.append({"event": "start", "shard": shard.index, "of": shard.count, "launch": shard.launch,
                          "pairs": len(mine), "total": len(pairs), "host": socket.gethostname(),
                          "pid": os.getpid(), "time": time.time()})
         for pair in tqdm(mine, desc=f"fuse {shard.label}", unit="pair", disable=quiet):
             record = fuse_one(model, pair, out_dir, manifest, ext=ext, overwrite=overwrite,
-                              skip_existing=skip_existing, hold_signals=in_main, **options)
+                              skip_existing=skip_existing, **options)
             if record["status"] == "skipped":
                 result.skipped.append(pair.name)
                 continue
@@ -252,23 +287,9 @@ def run_shard(model: nn.Module, pairs: list[Pair], out_dir: str | Path, shard: S
     finally:
         manifest.close()
         if in_main:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     return result
-
-
-@contextmanager
-def _stop_deferred(active: bool) -> Iterator[None]:
-    """Hold SIGTERM/SIGINT (a launcher stopping the job, Ctrl-C) until the block ends, so an output
-    never exists without its manifest record; SIGKILL cannot be held."""
-    if not (active and hasattr(signal, "pthread_sigmask")):  # POSIX only
-        yield
-        return
-    held = {signal.SIGTERM, signal.SIGINT}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _in_main_thread() -> bool:
