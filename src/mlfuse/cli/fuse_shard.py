@@ -6,9 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from torch import nn
 from tqdm import tqdm
 
-from mlfuse.data.pairs import pair_folders
+from mlfuse.data.pairs import Pair, pair_folders
 from mlfuse.errors import InputError, MLFuseError
 from mlfuse.shard import MANIFEST_DIR, Shard, merge_manifests, resolve_shard, run_shard, wait_for_launch
 
@@ -47,7 +48,7 @@ def _say(line: str) -> None:
     tqdm.write(line, file=sys.stderr)
 
 
-def _pairs(s_path: Path, f_path: Path, show_problems: bool):
+def _pairs(s_path: Path, f_path: Path, show_problems: bool) -> list[Pair]:
     pairing = pair_folders(s_path, f_path)
     if show_problems:
         for line in pairing.problems():
@@ -67,7 +68,7 @@ def merge(args: argparse.Namespace, s_path: Path, f_path: Path, out: Path) -> in
     return 0 if report.complete else 1
 
 
-def run_folder(args: argparse.Namespace, model, s_path: Path, f_path: Path, out: Path, shard: Shard,
+def run_folder(args: argparse.Namespace, model: nn.Module, s_path: Path, f_path: Path, out: Path, shard: Shard,
                opts: dict) -> int:
     """Fuse this process's shard; rank 0 then waits for its launch's other shards and merges."""
     if out.exists() and not out.is_dir():
