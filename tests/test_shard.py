@@ -81,12 +81,14 @@ def test_shards_partition_the_sorted_pairs(n: int, count: int) -> None:
     ({"SLURM_PROCID": "2", "SLURM_NTASKS": "8", "SLURM_LOCALID": "0", "SLURM_STEP_ID": "0",
       "SLURM_JOB_ID": "77"}, (2, 8, 0)),
     ({"SLURM_PROCID": "0", "SLURM_NTASKS": "8", "SLURM_JOB_ID": "77"}, (0, 1, 0)),  # the batch script itself
+    ({"SLURM_PROCID": "5", "SLURM_NTASKS": "16", "SLURM_STEP_NUM_TASKS": "6", "SLURM_STEP_ID": "1",
+      "SLURM_JOB_ID": "77"}, (5, 6, 5)),  # a step smaller than the allocation
 ])
 def test_shard_from_launcher_environment(env: dict, expected: tuple) -> None:
     s = resolve_shard(None, env)
     assert (s.index, s.count, s.local_rank) == expected
     assert s.launch == {"r1": "r1"}.get(env.get("TORCHELASTIC_RUN_ID", ""),
-                                         "slurm-77.0" if "SLURM_STEP_ID" in env else None)
+                                         f"slurm-77.{env.get('SLURM_STEP_ID')}" if "SLURM_STEP_ID" in env else None)
 
 
 def test_shard_option_wins_and_bad_values_are_one_line() -> None:
@@ -100,6 +102,23 @@ def test_shard_option_wins_and_bad_values_are_one_line() -> None:
         resolve_shard(None, {"RANK": "0", "WORLD_SIZE": "two"})
     with pytest.raises(MLFuseError, match="RANK=2 with WORLD_SIZE=2"):
         resolve_shard(None, {"RANK": "2", "WORLD_SIZE": "2"})
+
+
+def test_each_rank_gets_its_own_gpu_else_the_cpu(monkeypatch) -> None:
+    import torch
+
+    from mlfuse.shard import shard_device
+
+    assert shard_device("auto", Shard(1, 2, local_rank=1)) == (
+        torch.device("cuda", 1 % torch.cuda.device_count()) if torch.cuda.is_available() else torch.device("cpu"))
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    assert shard_device("auto", Shard(3, 4, local_rank=3)) == torch.device("cuda", 1)
+    assert shard_device("cuda", Shard(0, 4, local_rank=0)) == torch.device("cuda", 0)
+    assert chosen == [1, 0]
+    assert shard_device("cpu", Shard(3, 4, local_rank=3)) == torch.device("cpu")
 
 
 # --- the manifest ----------------------------------------------------------------------------------

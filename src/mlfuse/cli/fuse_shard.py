@@ -33,6 +33,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
 
 def from_args(args: argparse.Namespace, folder_mode: bool) -> Shard | None:
     """The shard of a sharded folder run (or a --merge-manifests run); None for a plain run."""
+    if not args.merge_wait >= 0:
+        raise MLFuseError(f"--merge-wait {args.merge_wait}: expected seconds >= 0")
     shard = resolve_shard(args.shard)
     if not folder_mode:
         if args.shard or args.merge_manifests or shard.count > 1:
