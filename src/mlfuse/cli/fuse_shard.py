@@ -28,7 +28,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
                         "(exit status 1 if any)")
     g.add_argument("--merge-wait", type=float, default=600.0, metavar="S",
                    help="rank 0 waits for the other shards of its launch to finish, then prints the merged "
-                        "report; it stops waiting once no shard has logged anything for S seconds (default 600)")
+                        "report; it stops waiting once no shard has logged anything for S seconds (default 600). "
+                        "A launch is known from torchrun, an srun step, or MLFUSE_LAUNCH_ID set by your launcher")
 
 
 def from_args(args: argparse.Namespace, folder_mode: bool) -> Shard | None:
