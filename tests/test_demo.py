@@ -305,6 +305,9 @@ def _readme_demo_commands() -> list[str]:
 
 def test_readme_demo_command_serves_the_page_and_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
     (command,) = _readme_demo_commands()
+    section = (ROOT / "README.md").read_text().split("## Demo", 1)[1].split("\n## ", 1)[0]
+    shots = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", section)
+    assert shots and all((ROOT / s).is_file() for s in shots), "the README shows the browser test's screenshot"
     argv = shlex.split(command)
     assert argv[:2] == ["mlfuse", "demo"]
     env = {**os.environ, "MLFUSE_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}

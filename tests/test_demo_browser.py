@@ -93,6 +93,11 @@ def test_upload_run_two_methods_metrics_and_mismatch_error(browser, server: Demo
     page.set_input_files("#functional-file", str(ir))
     wait_until(page, "document.getElementById('functional-info').textContent.startsWith('ir.png')")
     assert "384×288, colour" in page.inner_text("#structural-info")
+    page.click("#swap")  # the roles exchange, and back
+    assert page.inner_text("#structural-info").startswith("ir.png")
+    assert page.inner_text("#functional-info").startswith("vis.png")
+    page.click("#swap")
+    assert page.inner_text("#structural-info").startswith("vis.png")
 
     # run two methods: MLFuse (the packaged weights) and GFF
     for box in page.locator("#methods input[type=checkbox]").all():
@@ -127,6 +132,19 @@ def test_upload_run_two_methods_metrics_and_mismatch_error(browser, server: Demo
     page.dblclick("#results .panel[data-name='mlfuse'] .viewport")
     transforms = page.eval_on_selector_all("#results .viewport img", "els => els.map(e => e.style.transform)")
     assert set(transforms) == {"translate(0%, 0%) scale(1)"}
+
+    # the comparison slider: two chosen images, the left one clipped at the handle
+    page.check("input[name=view][value=slider]")
+    assert page.is_hidden("#results") and page.is_visible("#compare")
+    page.select_option("#slider-a", label="structural")
+    page.select_option("#slider-b", label="mlfuse")
+    page.locator("#compare").scroll_into_view_if_needed()
+    box = page.locator("#compare").bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.25, box["y"] + box["height"] / 2)
+    clip = page.eval_on_selector("#compare-a", "e => e.style.clipPath")
+    assert re.fullmatch(r"inset\(0px 7[45](\.\d+)?% 0px 0px\)", clip), clip
+    assert page.get_attribute("#compare-b", "src").endswith("/mlfuse.png")
+    page.check("input[name=view][value=grid]")
 
     # another profile: its metrics; the slow one (FMI) is named as not computed until ticked
     page.select_option("#profile", "paper")

@@ -374,6 +374,7 @@ async function refreshMetrics() {
   const seq = ++state.metricsSeq;
   const profile = $("profile").value;
   const slow = $("slow").checked ? 1 : 0;
+  $("profile-reference").textContent = "computing metrics…";
   let data;
   try {
     data = await api(`/api/jobs/${state.job.id}/metrics?profile=${encodeURIComponent(profile)}&slow=${slow}`);
