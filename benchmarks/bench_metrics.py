@@ -73,8 +73,8 @@ def main() -> None:
         entry["total_s"] = sum(v["seconds"] for v in times.values())
         entry["total_without_slow_s"] = sum(v["seconds"] for v in times.values() if not v["slow"])
 
+    from mlfuse.metrics.fidelity import vif
     from mlfuse.metrics.gradient import qabf
-    from mlfuse.metrics.vif import vif
 
     f64, a64, b64 = (x.astype(np.float64) for x in (f, a, b))
     ratios = {}

@@ -3,7 +3,7 @@
 ``qabf_naive`` follows the MATLAB ``analysis_Qabf`` structure: Sobel by 2-D convolution, then
 per-pixel Python loops for the orientation and for Q. ``vif_naive`` follows the Python Evaluator's
 ``vifp_mscale``: direct 2-D ``scipy.signal.convolve2d`` with the full 2-D Gaussian window. Both give
-the values of ``mlfuse.metrics.gradient.qabf`` / ``mlfuse.metrics.vif.vif`` (to ~1e-12 relative;
+the values of ``mlfuse.metrics.gradient.qabf`` / ``mlfuse.metrics.fidelity.vif`` (to ~1e-12 relative;
 tests/metrics/test_gradient.py and test_vif.py check it). Not part of the package.
 """
 

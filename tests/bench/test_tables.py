@@ -10,7 +10,7 @@ import re
 
 from mlfuse.bench.efficiency import Efficiency
 from mlfuse.bench.tables import efficiency_csv, efficiency_markdown, markdown_table, summary_csv
-from mlfuse.metrics.evaluate import EvalReport
+from mlfuse.metrics.evaluation import EvalReport
 from mlfuse.metrics.profiles import get_profile
 
 
@@ -50,7 +50,8 @@ def test_ties_are_all_marked_and_nan_never_is():
     md = markdown_table(rep, ["A", "B", "C"], {})
     assert _cells(md, "A")[2].startswith("**") and _cells(md, "B")[2].startswith("**")
     assert not _cells(md, "C")[2].startswith("**")
-    assert _cells(md, "A")[3] == "NaN" and _cells(md, "B")[3].startswith("**3.0000")
+    assert _cells(md, "A")[3] == "NaN (1 excl.)" and _cells(md, "B")[3].startswith("**3.0000")
+    assert "left out of that mean" in md
 
 
 def test_failed_method_is_a_row_with_its_reason_and_never_best():

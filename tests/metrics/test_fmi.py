@@ -16,8 +16,8 @@ import math
 import numpy as np
 import pytest
 
-from mlfuse.metrics import fmi as fmi_mod
-from mlfuse.metrics.fmi import fmi
+from mlfuse.metrics import feature_mi as fmi_mod
+from mlfuse.metrics.feature_mi import fmi
 
 from .conftest import assert_close, reference_cases
 

@@ -127,3 +127,37 @@ def test_bad_arguments_raise():
         I.mi(F, A[:10], B)
     with pytest.raises(ValueError):
         I.qmi(np.zeros((3, 3, 3)), A, B)
+
+
+def _normalize1_by_hand(x: np.ndarray) -> np.ndarray:
+    """Liu's ``normalize1`` / VIFB's stretch pixel by pixel in Python floats, in the reference's operation
+    order: ``(x - min) / (max - min)``, then ``* 255``, then MATLAB ``round`` (halves away from zero)."""
+    lo, hi = float(x.min()), float(x.max())
+    out = [math.floor(v) + ((v - math.floor(v)) >= 0.5) for v in (((float(p) - lo) / (hi - lo)) * 255.0
+                                                                   for p in x.ravel())]
+    return np.array(out, dtype=np.uint8).reshape(x.shape)
+
+
+def test_stretch_follows_the_reference_operation_order_at_ties():
+    # a low-contrast image spanning 50 levels: 255/50 = 5.1, so levels 5 and 45 above the minimum stretch to
+    # exact halves (25.5, 229.5), where the two operation orders round to different sides
+    rng = np.random.default_rng(3)
+    x = rng.integers(100, 151, size=(48, 64)).astype(np.float64)
+    x[0, :2] = (100, 150)
+    x[1:, :8] = 105  # many pixels on the tie level
+    want = _normalize1_by_hand(x)
+    scaled_first = np.floor((x - 100) * (255.0 / 50) + 0.5)  # the other order: differs at the ties
+    assert (scaled_first != want).sum() >= 47
+    assert np.array_equal(I._stretch(x), want)
+    # and the metrics that stretch see it: Qte of a triple with such ties equals Qte of the stretched levels
+    f, a, b = x, np.rot90(x, 2).copy(), rng.integers(0, 256, size=x.shape).astype(np.float64)
+    levels = [_normalize1_by_hand(v).astype(np.float64) for v in (f, a, b)]
+    for fn in (I.qte, I.qmi, I.qncie):
+        assert fn(f, a, b) == pytest.approx(fn(*levels), rel=1e-14), fn.__name__
+    assert I.mi(f, a, b, "vifb") == pytest.approx(I.mi(*levels, "vifb"), rel=1e-14)
+
+
+def test_liu_metrics_on_constant_images_give_the_references_nan_not_an_exception():
+    flat = np.full((16, 16), 77.0)
+    assert math.isnan(I.qmi(flat, flat, flat)) and math.isnan(I.qte(flat, flat, flat))
+    assert not math.isfinite(I.qte(F[:16, :16], flat, flat))  # constant sources: x/0 in MATLAB is Inf

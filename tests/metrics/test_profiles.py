@@ -13,7 +13,7 @@ from PIL import Image
 from mlfuse.cli.main import main
 from mlfuse.errors import InputError, MLFuseError
 from mlfuse.metrics._common import prepare, to_255, to_gray
-from mlfuse.metrics.evaluate import EvalReport, evaluate
+from mlfuse.metrics.evaluation import EvalReport, evaluate
 from mlfuse.metrics.profiles import PROFILES, get_profile
 from mlfuse.metrics.report import best_methods, markdown_table
 
@@ -109,7 +109,7 @@ def test_best_marking_respects_direction() -> None:
     ])
     assert best_methods(rep) == {"EN": {"a"}, "MSE": {"b"}}
     s = rep.summary()
-    assert s["b"]["EN"] == (6.0, 0.0, 1) and s["b"]["MSE"] == (6.0, 1.0, 2)
+    assert s["b"]["EN"] == (6.0, 0.0, 1, 1) and s["b"]["MSE"] == (6.0, 1.0, 2, 0)
     md = markdown_table(rep)
     assert "| a | 1 | **7.0000 ± 0.0000** | 10.0000 ± 0.0000 |" in md
     assert "MSE ↓" in md and "EN ↑" in md
@@ -188,3 +188,88 @@ def test_vifb_scores_colour_per_channel() -> None:
                  metrics=["Spatial_frequency"])["Spatial_frequency"], rel=1e-12)
     gray = evaluate(f, a, b, "tang", metrics=["EN"])["EN"]  # tang converts with rgb2gray instead
     assert gray == pytest.approx(evaluate(to_gray(f), a, to_gray(b), "tang", metrics=["EN"])["EN"])
+
+
+def test_package_exports_evaluate_and_every_metric_function():
+    """README: ``mlfuse.metrics.evaluate(fused, a, b, profile=...)``; no submodule shadows a function."""
+    import importlib
+    import pkgutil
+
+    import mlfuse.metrics as M
+
+    for info in pkgutil.iter_modules(M.__path__):  # every submodule imported: still the functions
+        importlib.import_module(f"mlfuse.metrics.{info.name}")
+        assert info.name not in M.__all__, f"submodule {info.name} has the name of an exported function"
+    rng = np.random.default_rng(0)
+    f, a, b = (rng.integers(0, 256, (40, 48)).astype(np.uint8) for _ in range(3))
+    values = M.evaluate(f, a, b, profile="tang", slow=False)
+    assert values == evaluate(f, a, b, "tang", slow=False) and "Qabf" in values
+    assert M.qabf(f, a, b) == values["Qabf"]
+    for name in M.__all__:
+        assert getattr(M, name) is not None
+    for prof in PROFILES.values():  # each profile column's function is exported under its own name
+        for m in prof.metrics:
+            fn = m.target.rsplit(".", 1)[1]
+            assert callable(getattr(M, fn)) and getattr(M, fn).__name__ == fn
+
+
+def _odd_triples(tmp_path):
+    """Sources vi/ir and fused results whose metrics are ±inf or NaN: a result equal to both (equal) sources
+    (PSNR +inf), an all-black result (PSNR -inf), constant images (Liu's Qmi/Qte 0/0 = NaN)."""
+    rng = np.random.default_rng(1)
+    root, fused = tmp_path / "src", tmp_path / "res"
+    for d in (root / "vi", root / "ir", fused):
+        d.mkdir(parents=True)
+    same = rng.integers(0, 256, (24, 32), dtype=np.uint8)
+    flat = np.full((24, 32), 90, np.uint8)
+    for name, (vi, ir, f) in {"a_same": (same, same, same), "b_flat": (flat, flat, flat),
+                              "c_ok": (same, np.roll(same, 3, 0), np.roll(same, 1, 1)),
+                              "d_black": (same, np.roll(same, 3, 0), np.zeros_like(same))}.items():
+        Image.fromarray(vi).save(root / "vi" / f"{name}.png")
+        Image.fromarray(ir).save(root / "ir" / f"{name}.png")
+        Image.fromarray(f).save(fused / f"{name}.png")
+    return root, fused
+
+
+def test_eval_keeps_nan_and_inf_per_image_and_says_what_each_mean_excludes(tmp_path, capsys) -> None:
+    root, fused = _odd_triples(tmp_path)
+    out = tmp_path / "out"
+    for profile, metrics in (("cddfuse", "PSNR,EN"), ("liu", "Qmi,Qte")):
+        argv = ["eval", "--root", str(root), "--fused", f"X={fused}", "--profile", profile, "--metrics", metrics,
+                "--csv", str(out / f"{profile}.csv"), "--json", str(out / f"{profile}.json"),
+                "--md", str(out / f"{profile}.md"), "-q"]
+        assert main(argv) == 0, capsys.readouterr().err
+        text = capsys.readouterr().out
+        assert "excl.)" in text and "left out of that mean" in text
+        doc = json.loads((out / f"{profile}.json").read_text())
+        assert len(doc["per_image"]) == 4  # every image keeps its row, odd values included
+        assert "excl.)" in (out / f"{profile}.md").read_text()
+    doc = json.loads((out / "cddfuse.json").read_text())
+    psnr = {r["name"]: r["PSNR"] for r in doc["per_image"]}
+    assert psnr["a_same"] == math.inf and psnr["d_black"] == -math.inf and math.isfinite(psnr["c_ok"])
+    s = doc["summary"]["X"]["PSNR"]
+    assert psnr["b_flat"] == math.inf
+    assert (s["n"], s["excluded"]) == (1, 3) and s["mean"] == pytest.approx(psnr["c_ok"])
+    liu = json.loads((out / "liu.json").read_text())
+    assert math.isnan({r["name"]: r["Qmi"] for r in liu["per_image"]}["b_flat"])  # the reference's 0/0
+    assert liu["summary"]["X"]["Qmi"]["excluded"] == 1
+    assert "nan" in (out / "liu.csv").read_text() and "inf" in (out / "cddfuse.csv").read_text()
+
+
+def test_eval_writes_what_it_computed_when_interrupted(tmp_path, capsys, monkeypatch) -> None:
+    import mlfuse.metrics.evaluation as E
+
+    root, fused = _odd_triples(tmp_path)
+    real, calls = E.evaluate, []
+
+    def stop_at_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(E, "evaluate", stop_at_third)
+    out = tmp_path / "t.csv"
+    argv = ["eval", "--root", str(root), "--fused", str(fused), "--metrics", "EN", "--csv", str(out), "-q"]
+    assert main(argv) == 130
+    assert len(out.read_text().splitlines()) == 1 + 2 and "interrupted after 2 of 4" in capsys.readouterr().err

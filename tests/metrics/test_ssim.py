@@ -1,4 +1,4 @@
-"""SSIM and multi-scale SSIM (``mlfuse.metrics.ssim``): every reference cell of cddfuse.SSIM,
+"""SSIM and multi-scale SSIM (``mlfuse.metrics.similarity``): every reference cell of cddfuse.SSIM,
 smfnet.SSIM_dr255, smfnet.MS_SSIM, tang.SSIM, tang.MS_SSIM and vifb.Ssim, plus properties."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mlfuse.errors import InputError
-from mlfuse.metrics import ssim as S
+from mlfuse.metrics import similarity as S
 
 from .conftest import assert_close, reference_cases
 

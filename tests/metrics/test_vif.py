@@ -1,4 +1,4 @@
-"""VIF (``mlfuse.metrics.vif``): every reference cell of cddfuse.VIFF and tang.VIF, agreement with the
+"""VIF (``mlfuse.metrics.fidelity``): every reference cell of cddfuse.VIFF and tang.VIF, agreement with the
 direct 2-D convolution version of benchmarks/naive_metrics.py, and properties."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.signal import convolve2d
 
-from mlfuse.metrics import vif as V
+from mlfuse.metrics import fidelity as V
 
 from .conftest import assert_close, reference_cases
 

@@ -27,7 +27,7 @@ from mlfuse.data.io import read_image, write_image
 from mlfuse.data.pairs import Pair, find_modality_dirs, pair_folders
 from mlfuse.errors import MLFuseError, OutputError, WeightsNotFoundError
 from mlfuse.fuse import fuse_pair, resolve_device
-from mlfuse.metrics.evaluate import EvalReport, evaluate
+from mlfuse.metrics.evaluation import EvalReport, evaluate
 from mlfuse.metrics.profiles import get_profile
 from mlfuse.metrics.report import per_image_csv, write_text
 from mlfuse.registry import ModelCard, create_model, get_card, resolve_weights
@@ -285,24 +285,37 @@ def run_bench(cfg: BenchConfig, *, overwrite: bool = False, recompute: bool = Fa
         if st.error:
             say(f"method {st.spec.label}: {st.error}")
     result = BenchResult(cfg, datasets, [], machine())
-    for ds in datasets:
-        caches = {}
-        for st in states:
-            cache = _fuse_dataset(ds, st, cfg, root, recompute, quiet, say)
-            if cache is not None:
-                caches[st.spec.label] = cache
-        _evaluate_dataset(ds, caches, cfg, quiet, say)
-        figures = cfg.figures if cfg.figures is not None else [FigureSpec(ds.spec.name)]
-        for fig in (f for f in figures if f.dataset == ds.spec.name):
-            try:
-                path = _figure(ds, fig, caches, cfg, out_dir)
-            except MLFuseError as exc:
-                ds.problems.append(f"figure {fig.pair or ''}: {exc}")
-                continue
-            if path is not None:
-                ds.figures.append(path)
-    if cfg.efficiency:
-        result.efficiency = _efficiency(states, cfg, quiet)
+    finished = 0
+    try:
+        for ds in datasets:
+            caches = {}
+            for st in states:
+                cache = _fuse_dataset(ds, st, cfg, root, recompute, quiet, say)
+                if cache is not None:
+                    caches[st.spec.label] = cache
+            _evaluate_dataset(ds, caches, cfg, quiet, say)
+            figures = cfg.figures if cfg.figures is not None else [FigureSpec(ds.spec.name)]
+            for fig in (f for f in figures if f.dataset == ds.spec.name):
+                try:
+                    path = _figure(ds, fig, caches, cfg, out_dir)
+                except MLFuseError as exc:
+                    ds.problems.append(f"figure {fig.pair or ''}: {exc}")
+                    continue
+                if path is not None:
+                    ds.figures.append(path)
+            finished += 1
+        if cfg.efficiency:
+            result.efficiency = _efficiency(states, cfg, quiet)
+    except BaseException as exc:  # interrupted or failed: the datasets finished so far are still written
+        if finished and (overwrite or not any((out_dir / n).exists() for n in PAGE_FILES)):
+            why = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped by {_one_line(exc)}"
+            for ds in datasets[finished:]:
+                ds.reports.clear()
+                ds.problems.append(f"not completed: the run was {why}")
+            result.machine = machine()
+            result.files = write_outputs(result, out_dir)
+            say(f"partial results of {finished} dataset(s) written to {out_dir} ({why})")
+        raise
     result.machine = machine()  # the load average as the run ends
     result.files = write_outputs(result, out_dir)
     if overwrite:  # a regenerated page keeps no tables or figures of methods/datasets it no longer has
@@ -349,7 +362,7 @@ def _json(result: BenchResult) -> str:
         doc["datasets"].append({
             "name": ds.spec.name, "root": ds.spec.display or str(ds.spec.root), "pairs": len(ds.pairs),
             "methods": {k: asdict(v) for k, v in ds.methods.items()},
-            "summary": {p: {m: {k: {"mean": v[0], "std": v[1], "n": v[2]} for k, v in s.items()}
+            "summary": {p: {m: {k: {"mean": v[0], "std": v[1], "n": v[2], "excluded": v[3]} for k, v in s.items()}
                             for m, s in rep.summary().items()} for p, rep in ds.reports.items()},
             "problems": ds.problems,
         })

@@ -9,8 +9,8 @@ import io
 import math
 
 from mlfuse.bench.efficiency import Efficiency
-from mlfuse.metrics.evaluate import EvalReport
-from mlfuse.metrics.report import best_methods, table_rows
+from mlfuse.metrics.evaluation import EvalReport
+from mlfuse.metrics.report import best_methods, excluded_note, table_rows
 
 
 def _cell(text: str) -> str:
@@ -34,25 +34,27 @@ def markdown_table(report: EvalReport, order: list[str], failed: dict[str, str])
         else:
             continue
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    note = excluded_note(report)
+    return "\n".join(lines + (["", note] if note else [])) + "\n"
 
 
 def summary_csv(report: EvalReport, order: list[str], failed: dict[str, str]) -> str:
     """Long format, one line per method and metric: the numbers of the Markdown table plus each
-    metric's direction and whether the value is the best."""
+    metric's direction, how many NaN/inf per-image values the mean excludes, and whether it is the best."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["method", "metric", "higher_is_better", "mean", "std", "n", "best", "status"])
+    writer.writerow(["method", "metric", "higher_is_better", "mean", "std", "n", "excluded", "best", "status"])
     summary = report.summary()
     best = best_methods(report)
     directions = report.directions()
     for method in order:
         for metric in report.metrics:
             if method in failed:
-                writer.writerow([method, metric, directions[metric], "", "", 0, False, f"failed: {failed[method]}"])
+                writer.writerow([method, metric, directions[metric], "", "", 0, 0, False,
+                                 f"failed: {failed[method]}"])
             elif method in summary:
-                mean, std, n = summary[method][metric]
-                writer.writerow([method, metric, directions[metric], repr(mean), repr(std), n,
+                mean, std, n, excluded = summary[method][metric]
+                writer.writerow([method, metric, directions[metric], repr(mean), repr(std), n, excluded,
                                  method in best[metric], "ok"])
     return buf.getvalue()
 

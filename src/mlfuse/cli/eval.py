@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from mlfuse.cli.fuse import add_source_options, source_dirs
 from mlfuse.errors import MLFuseError
-from mlfuse.metrics.evaluate import evaluate_folders
+from mlfuse.metrics.evaluation import evaluate_folders
 from mlfuse.metrics.profiles import PROFILES
 from mlfuse.metrics.report import markdown_table, per_image_csv, text_table, to_json, write_text
 
@@ -63,9 +63,11 @@ def run(args: argparse.Namespace) -> int:
                               quiet=args.quiet, report=lambda line: tqdm.write(line, file=sys.stderr))
     if not report.rows:
         raise MLFuseError("nothing could be evaluated (see the problems listed above)")
-    print(text_table(report, per_image=args.per_image))
-    for path, render in outputs:
+    for path, render in outputs:  # files first: what was computed is kept whatever happens next
         if path:
             write_text(path, render(report), overwrite=args.overwrite)
             print(f"wrote {path}", file=sys.stderr)
+    print(text_table(report, per_image=args.per_image))
+    if report.interrupted:
+        return 130
     return 1 if report.problems else 0

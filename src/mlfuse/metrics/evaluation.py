@@ -75,19 +75,29 @@ class EvalReport:
     methods: list[str]
     rows: list[dict] = field(default_factory=list)  # {"method": .., "name": .., <metric>: value}
     problems: list[str] = field(default_factory=list)
+    interrupted: bool = False
 
-    def summary(self) -> dict[str, dict[str, tuple[float, float, int]]]:
-        """method -> metric -> (mean, population std, n) over the images, NaN values excluded."""
-        out: dict[str, dict[str, tuple[float, float, int]]] = {}
+    def summary(self) -> dict[str, dict[str, tuple[float, float, int, int]]]:
+        """method -> metric -> (mean, population std, n used, n excluded) over the images.
+
+        NaN and ±inf per-image values (the reference codes' own results, e.g. PSNR of a fused image
+        equal to a source, or Liu's Qmi on constant images) stay in the rows; the mean and std are over
+        the finite values and ``n excluded`` counts the others, so a table can say so."""
+        out: dict[str, dict[str, tuple[float, float, int, int]]] = {}
         for method in self.methods:
             rows = [r for r in self.rows if r["method"] == method]
             out[method] = {}
             for m in self.metrics:
-                vals = [r[m] for r in rows if m in r and not math.isnan(r[m])]
+                values = [float(r[m]) for r in rows if m in r]
+                vals = [v for v in values if math.isfinite(v)]
                 mean = statistics.fmean(vals) if vals else math.nan
                 std = statistics.pstdev(vals) if vals else math.nan
-                out[method][m] = (mean, std, len(vals))
+                out[method][m] = (mean, std, len(vals), len(values) - len(vals))
         return out
+
+    def scored(self, method: str) -> int:
+        """How many images of ``method`` were scored (its rows)."""
+        return sum(1 for r in self.rows if r["method"] == method)
 
     def directions(self) -> dict[str, bool]:
         """metric -> True when higher is better."""
@@ -128,14 +138,24 @@ def evaluate_folders(methods: dict[str, str | Path], structural_dir: str | Path,
         if extra:
             problem(f"{method}: {len(extra)} result(s) in {folder} have no source pair: {', '.join(extra)}")
         jobs += [(method, p, fused_files[p.name]) for p in pairing.pairs if p.name in fused_files]
-    for method, pair, fused_path in tqdm(jobs, desc=f"eval {prof.name}", unit="img", disable=quiet):
-        try:
-            f = read_image(fused_path).pixels
-            a = read_image(pair.functional).pixels
-            b = read_image(pair.structural).pixels
-            values = evaluate(f, a, b, prof, data_range=data_range, metrics=names)
-        except MLFuseError as exc:
-            problem(f"{method}: {pair.name}: {exc}")
-            continue
-        result.rows.append({"method": method, "name": pair.name, **values})
+    done = 0
+    try:
+        for method, pair, fused_path in tqdm(jobs, desc=f"eval {prof.name}", unit="img", disable=quiet):
+            done += 1
+            try:
+                f = read_image(fused_path).pixels
+                a = read_image(pair.functional).pixels
+                b = read_image(pair.structural).pixels
+                values = evaluate(f, a, b, prof, data_range=data_range, metrics=names)
+            except MLFuseError as exc:
+                problem(f"{method}: {pair.name}: {exc}")
+                continue
+            except (ArithmeticError, ValueError, MemoryError) as exc:  # one odd image never costs the others
+                problem(f"{method}: {pair.name}: metrics failed: {type(exc).__name__}: "
+                        f"{(str(exc).splitlines() or [''])[0]}")
+                continue
+            result.rows.append({"method": method, "name": pair.name, **values})
+    except KeyboardInterrupt:  # what was computed is kept: the caller writes it
+        result.interrupted = True
+        problem(f"interrupted after {done - 1} of {len(jobs)} image(s): the results cover those only")
     return result

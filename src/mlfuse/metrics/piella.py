@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlfuse.metrics.ssim import _images, filter2_valid, gaussian_window_1d, ssim_formula
+from mlfuse.metrics.similarity import _images, filter2_valid, gaussian_window_1d, ssim_formula
 
 __all__ = ["qc", "qe", "qs", "qw", "qy"]
 

@@ -82,19 +82,19 @@ _CDDFUSE = (
     _m("CC", "statistics.cc"),
     _m("PSNR", "statistics.psnr", convention="cddfuse"),
     _m("SCD", "statistics.scd"),
-    _m("VIF", "vif.vif"),
+    _m("VIF", "fidelity.vif"),
     _m("Qabf", "gradient.qabf"),
-    _m("SSIM", "ssim.ssim", convention="cddfuse"),
+    _m("SSIM", "similarity.ssim", convention="cddfuse"),
 )
 
 _SMFNET_REPLACES = {
     "AG": _m("AG1", "statistics.ag", single=True, convention="smfnet"),
-    "SSIM": _m("SSIM", "ssim.ssim", convention="smfnet"),
+    "SSIM": _m("SSIM", "similarity.ssim", convention="smfnet"),
 }
 _SMFNET = (
     *(_SMFNET_REPLACES.get(m.name, m) for m in _CDDFUSE),
     _m("Nabf", "gradient.nabf", lower=True, convention="smfnet"),
-    _m("MS_SSIM", "ssim.ms_ssim", convention="smfnet"),
+    _m("MS_SSIM", "similarity.ms_ssim", convention="smfnet"),
 )
 
 _TANG = (
@@ -104,19 +104,19 @@ _TANG = (
     _m("MSE", "statistics.mse", lower=True, convention="tang"),
     _m("SF", "statistics.sf", single=True, convention="standard"),
     _m("SD", "statistics.sd", single=True),
-    _m("VIF", "vif.vif"),
+    _m("VIF", "fidelity.vif"),
     _m("AG", "statistics.ag", single=True, convention="tang"),
     _m("CC", "statistics.cc"),
     _m("SCD", "statistics.scd"),
     _m("Qabf", "gradient.qabf"),
     _m("Nabf", "gradient.nabf", lower=True, convention="tang"),
     _m("Nabf_as_called", "gradient.nabf", lower=True, convention="tang_as_called"),
-    _m("SSIM", "ssim.ssim", convention="tang"),
-    _m("MS_SSIM", "ssim.ms_ssim", convention="tang"),
-    _m("FMI_none", "fmi.fmi", slow=True, feature="none"),
-    _m("FMI_pixel", "fmi.fmi", slow=True, feature="edge"),
-    _m("FMI_dct", "fmi.fmi", slow=True, feature="dct"),
-    _m("FMI_w", "fmi.fmi", slow=True, feature="wavelet"),
+    _m("SSIM", "similarity.ssim", convention="tang"),
+    _m("MS_SSIM", "similarity.ms_ssim", convention="tang"),
+    _m("FMI_none", "feature_mi.fmi", slow=True, feature="none"),
+    _m("FMI_pixel", "feature_mi.fmi", slow=True, feature="edge"),
+    _m("FMI_dct", "feature_mi.fmi", slow=True, feature="dct"),
+    _m("FMI_w", "feature_mi.fmi", slow=True, feature="wavelet"),
 )
 
 _VIFB = (
@@ -131,7 +131,7 @@ _VIFB = (
     _m("Qcv", "hvs.qcv", lower=True),
     _m("Rmse", "statistics.rmse_vifb", lower=True),
     _m("Spatial_frequency", "statistics.sf", single=True, side_by_side=True, convention="vifb"),
-    _m("Ssim", "ssim.ssim", convention="vifb"),
+    _m("Ssim", "similarity.ssim", convention="vifb"),
     _m("Variance", "statistics.sd", single=True),
 )
 

@@ -10,14 +10,27 @@ import math
 from pathlib import Path
 
 from mlfuse.data.io import atomic_write
-from mlfuse.metrics.evaluate import EvalReport
+from mlfuse.metrics.evaluation import EvalReport
 
 
-def _fmt(mean: float, std: float) -> str:
+def _fmt(mean: float, std: float, excluded: int = 0) -> str:
+    """``mean ± std``; with ``(k excl.)`` when k per-image values were NaN or ±inf and left out."""
+    note = f" ({excluded} excl.)" if excluded else ""
     if math.isnan(mean):
-        return "NaN"
+        return "NaN" + note
     digits = 2 if abs(mean) >= 100 else 4
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}{note}"
+
+
+def excluded_note(report: EvalReport) -> str:
+    """One line explaining ``(k excl.)`` cells, or "" when every per-image value was finite."""
+    summary = report.summary()
+    total = sum(c[3] for s in summary.values() for c in s.values())
+    if not total:
+        return ""
+    return (f"(k excl.): k per-image values were NaN or ±inf (the reference code's own result, e.g. PSNR of a "
+            f"fused image equal to a source) and are left out of that mean and std; {total} in all, kept in the "
+            "per-image values.")
 
 
 def best_methods(report: EvalReport) -> dict[str, set[str]]:
@@ -44,8 +57,9 @@ def table_rows(report: EvalReport, *, per_image: bool = False) -> tuple[list[str
     summary = report.summary()
     rows = []
     for method in report.methods:
-        n = max((c[2] for c in summary[method].values()), default=0)
-        rows.append([method, str(n), *[_fmt(*summary[method][m][:2]) for m in report.metrics]])
+        n = report.scored(method)
+        rows.append([method, str(n), *[_fmt(summary[method][m][0], summary[method][m][1], summary[method][m][3])
+                                       for m in report.metrics]])
         if per_image:
             for r in (r for r in report.rows if r["method"] == method):
                 rows.append([f"  {r['name']}", "", *[f"{r[m]:.4f}" for m in report.metrics]])
@@ -58,7 +72,8 @@ def text_table(report: EvalReport, *, per_image: bool = False) -> str:
     line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in  # noqa: E731
                                    enumerate(zip(cells, widths, strict=True)))
     title = f"profile {report.profile.name}: {report.profile.reference} (↑ higher is better, ↓ lower)"
-    return "\n".join([title, line(header), *(line(r) for r in rows)])
+    note = excluded_note(report)
+    return "\n".join([title, line(header), *(line(r) for r in rows), *([note] if note else [])])
 
 
 def markdown_table(report: EvalReport) -> str:
@@ -70,7 +85,8 @@ def markdown_table(report: EvalReport) -> str:
         cells = [row[0], row[1]] + [f"**{c}**" if row[0] in best[m] else c
                                     for c, m in zip(row[2:], report.metrics, strict=True)]
         out.append("| " + " | ".join(cells) + " |")
-    return "\n".join(out) + "\n"
+    note = excluded_note(report)
+    return "\n".join(out + (["", note] if note else [])) + "\n"
 
 
 def per_image_csv(report: EvalReport) -> str:
@@ -88,7 +104,7 @@ def to_json(report: EvalReport) -> str:
         "profile": report.profile.name,
         "reference": report.profile.reference,
         "metrics": [{"name": m, "higher_is_better": up} for m, up in report.directions().items()],
-        "summary": {meth: {m: {"mean": v[0], "std": v[1], "n": v[2]} for m, v in summ.items()}
+        "summary": {meth: {m: {"mean": v[0], "std": v[1], "n": v[2], "excluded": v[3]} for m, v in summ.items()}
                     for meth, summ in summary.items()},
         "per_image": report.rows,
         "problems": report.problems,

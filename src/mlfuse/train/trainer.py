@@ -286,7 +286,7 @@ def validate(net: nn.Module, cfg: Config, out: Path, epoch: int, *, quiet: bool 
     """Fuse the validation pairs with the current weights (eval mode), save sample fusions, and
     return the mean of the ``val_profile`` metrics."""
     from mlfuse.fuse import run_network, to_uint8
-    from mlfuse.metrics.evaluate import evaluate
+    from mlfuse.metrics.evaluation import evaluate
     from mlfuse.train.data import load_gray_u8
 
     was_training = net.training
