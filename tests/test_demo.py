@@ -9,12 +9,14 @@ import os
 import re
 import shlex
 import signal
+import struct
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -165,6 +167,13 @@ def test_upload_decoded_like_mlfuse_fuse_and_bad_input_is_one_readable_line(serv
     big = np.zeros((500, 420), np.uint8)  # 0.21 MP > 0.2 MP, small file
     status, body = upload(server, "huge.png", _png(big))
     assert status == 413 and "huge.png: 420x500 pixels" in body["error"] and "--max-megapixels" in body["error"]
+    ihdr = struct.pack(">IIBBBBB", 30000, 20000, 8, 0, 0, 0, 0)  # a PNG header claiming 600 megapixels
+    chunks = ((b"IHDR", ihdr), (b"IDAT", zlib.compress(b"")))
+    bomb = b"\x89PNG\r\n\x1a\n" + b"".join(struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+                                          for t, d in chunks)
+    status, body = upload(server, "bomb.png", bomb)
+    assert status == 413 and body["error"].startswith("bomb.png: image too large (")
+    assert "up to 0.2 megapixels" in body["error"]
     status, body = request(server.url + "api/images", _png(vis), {"X-Filename": "x.png"})
     assert status == 403, "a POST without the page's header (e.g. from another site's form) is refused"
     status, body = request(server.url + "api/info", headers={"Host": "attacker.example:80"})

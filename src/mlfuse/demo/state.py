@@ -197,8 +197,7 @@ class DemoState:
                 except MLFuseError:
                     pass
             if not choice.weights:
-                fetchable = [r for r in card.releases]
-                hint = f" or run `mlfuse weights fetch {fetchable[0]}`" if fetchable else ""
+                hint = f" or run `mlfuse weights fetch {card.releases[0]}`" if card.releases else ""
                 choice.reason = f"no weights: start the demo with --weights {name}=FILE{hint}"
             out[name] = choice
         return out
@@ -263,15 +262,17 @@ class DemoState:
 
     def check_pixels(self, path: Path, name: str) -> None:
         """Refuse an image above the pixel limit from its header, before decoding it."""
+        limit = (f"this demo accepts up to {self.max_pixels / 1e6:g} megapixels; start it with --max-megapixels N "
+                 "to allow more, or use `mlfuse fuse`, which tiles large images")
         try:
             with PILImage.open(path) as im:
                 w, h = im.size
+        except PILImage.DecompressionBombError as exc:  # so large that Pillow refuses even to open it
+            raise DemoError(f"{name}: image too large ({str(exc).split('.')[0]}); {limit}", 413) from None
         except Exception:  # not an image: read_image below gives the one-line reason
             return
         if w * h > self.max_pixels:
-            raise DemoError(f"{name}: {w}x{h} pixels ({w * h / 1e6:.1f} megapixels) is larger than this demo "
-                            f"accepts ({self.max_pixels / 1e6:g} megapixels; start it with --max-megapixels N "
-                            "to allow more, or use `mlfuse fuse`, which tiles large images)", 413)
+            raise DemoError(f"{name}: {w}x{h} pixels ({w * h / 1e6:.1f} megapixels) is too large: {limit}", 413)
 
     # -- bundled and --data pairs ------------------------------------------------------------------
 
