@@ -49,17 +49,30 @@ class DemoError(MLFuseError):
 
 @dataclass
 class Stored:
-    """One decoded image the page can use as a source."""
+    """One source image the page can use: its file (an upload kept in the scratch folder, or a bundled or
+    ``--data`` file), decoded again with :func:`read_image` whenever a job needs its pixels, so memory
+    holds only the images of the job that runs."""
 
     id: str
     name: str
-    image: Image
+    path: Path
     preview: Path
+    size: tuple[int, int]  # (height, width)
+    color: bool
+    bits: int
+    owned: Path | None = None  # the scratch folder to remove with it (uploads)
+
+    def load(self) -> Image:
+        try:
+            image = read_image(self.path)
+        except InputError as exc:
+            raise DemoError(str(exc).replace(str(self.path), self.name)) from None
+        return dataclasses.replace(image, source=self.name)
 
     def info(self) -> dict:
-        h, w = self.image.size
-        return {"id": self.id, "name": self.name, "width": w, "height": h, "color": self.image.is_color,
-                "bits": 16 if self.image.maxval > 255 else 8, "url": f"/api/images/{self.id}.png"}
+        h, w = self.size
+        return {"id": self.id, "name": self.name, "width": w, "height": h, "color": self.color,
+                "bits": self.bits, "url": f"/api/images/{self.id}.png"}
 
 
 @dataclass
@@ -91,7 +104,7 @@ class Job:
     current: str | None = None
     current_started: float = 0.0
     results: list[dict] = field(default_factory=list)
-    fused: dict[str, np.ndarray] = field(default_factory=dict)
+    fused: dict[str, Path] = field(default_factory=dict)  # method -> its result file
     metrics: dict[tuple[str, str, bool], dict[str, float]] = field(default_factory=dict)
     created: float = field(default_factory=time.monotonic)
 
@@ -224,16 +237,19 @@ class DemoState:
     def _new_id(self) -> str:
         return f"{next(self._ids)}-{os.urandom(4).hex()}"
 
-    def _store(self, image: Image, name: str) -> Stored:
+    def _store(self, image: Image, name: str, path: Path, owned: Path | None = None) -> Stored:
         ident = self._new_id()
         preview = self.root / "uploads" / f"{ident}.png"
         write_image(_preview(image), preview)
-        stored = Stored(ident, name, dataclasses.replace(image, source=name), preview)
+        stored = Stored(ident, name, path, preview, image.size, image.is_color, 16 if image.maxval > 255 else 8,
+                        owned)
         with self._lock:
             self._images[ident] = stored
             while len(self._images) > MAX_IMAGES:
                 _, old = self._images.popitem(last=False)
                 old.preview.unlink(missing_ok=True)
+                if old.owned is not None:
+                    shutil.rmtree(old.owned, ignore_errors=True)
         return stored
 
     def image(self, ident: str) -> Stored:
@@ -256,9 +272,10 @@ class DemoState:
                 image = read_image(path)
             except InputError as exc:
                 raise DemoError(str(exc).replace(str(path), name)) from None
-        finally:
+            return self._store(image, name, path, owned=folder)
+        except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
-        return self._store(image, name)
+            raise
 
     def check_pixels(self, path: Path, name: str) -> None:
         """Refuse an image above the pixel limit from its header, before decoding it."""
@@ -301,15 +318,15 @@ class DemoState:
                 image = read_image(path)
             except InputError as exc:
                 raise DemoError(str(exc)) from None
-            out.append(self._store(image, path.name))
+            out.append(self._store(image, path.name, path))
         return out[0], out[1]
 
     # -- jobs --------------------------------------------------------------------------------------
 
     def submit(self, structural: str, functional: str, methods: list, color: str) -> Job:
         s, f = self.image(structural), self.image(functional)
-        if s.image.size != f.image.size:
-            (sh, sw), (fh, fw) = s.image.size, f.image.size
+        if s.size != f.size:
+            (sh, sw), (fh, fw) = s.size, f.size
             raise DemoError(f"size mismatch: {s.name} is {sw}x{sh} but {f.name} is {fw}x{fh} (W x H); "
                             "the two images of a pair must be registered and of the same size")
         if color not in COLOR_CHOICES:
@@ -370,15 +387,21 @@ class DemoState:
             if job is None or self._stopping:
                 return
             job.state = "running"
+            try:
+                sources = job.structural.load(), job.functional.load()
+            except MLFuseError as exc:  # e.g. a --data file removed meanwhile
+                job.results = [{"method": name, "error": str(exc)} for name, _ in job.methods]
+                job.state = "done"
+                continue
             for name, option in job.methods:
                 if self._stopping:
                     break
                 job.current, job.current_started = name, time.monotonic()
-                job.results.append(self._run_one(job, name, option))
+                job.results.append(self._run_one(job, name, option, *sources))
                 job.current = None
             job.state = "done"
 
-    def _run_one(self, job: Job, name: str, option: str) -> dict:
+    def _run_one(self, job: Job, name: str, option: str, structural: Image, functional: Image) -> dict:
         from mlfuse.fuse import fuse_images
 
         entry: dict = {"method": name, "weights": self.methods[name].labels[option]}
@@ -386,9 +409,9 @@ class DemoState:
             with self.compute:
                 model, entry["load_s"] = self._model(name, option)
                 t0 = time.perf_counter()
-                fused = fuse_images(model, job.structural.image, job.functional.image, color=job.color, tile="auto")
+                fused = fuse_images(model, structural, functional, color=job.color, tile="auto")
                 entry["time_s"] = time.perf_counter() - t0
-            write_image(fused, job.folder / f"{name}.png")
+            path = write_image(fused, job.folder / f"{name}.png")
         except MLFuseError as exc:
             entry["error"] = str(exc)
             return entry
@@ -396,7 +419,7 @@ class DemoState:
             traceback.print_exc(file=sys.stderr)
             entry["error"] = f"{name} failed: {type(exc).__name__}: {exc}".splitlines()[0]
             return entry
-        job.fused[name] = fused
+        job.fused[name] = path
         stem = Path(job.structural.name).stem
         entry.update(url=f"/api/jobs/{job.id}/{name}.png", download=f"{stem}_{name}.png")
         return entry
@@ -407,14 +430,16 @@ class DemoState:
 
         prof = get_profile(profile)
         names = [m.name for m in prof.metrics if slow or not m.slow]
-        rows, problems = {}, []
+        rows, problems, sources = {}, [], None
         for name in [r["method"] for r in job.results if r["method"] in job.fused]:
             key = (name, profile, slow)
             if key not in job.metrics:
                 try:
+                    # the saved (lossless) result and the sources, decoded as `mlfuse eval` reads them
+                    sources = sources or (job.functional.load().pixels, job.structural.load().pixels)
+                    fused = read_image(job.fused[name]).pixels
                     with self.compute:
-                        job.metrics[key] = evaluate(job.fused[name], job.functional.image.pixels,
-                                                    job.structural.image.pixels, prof, slow=slow)
+                        job.metrics[key] = evaluate(fused, *sources, prof, slow=slow)
                 except MLFuseError as exc:
                     job.metrics[key] = {}
                     problems.append(f"{name}: {exc}")
