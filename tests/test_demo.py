@@ -260,6 +260,15 @@ def test_concurrent_jobs_queue_one_forward_at_a_time(server: DemoServer, sample_
         t.start()
     for t in threads:
         t.join()
+    running = None  # progress while a method runs: which one, how far, for how long
+    for _ in range(200):
+        states = [request(f"{server.url}api/jobs/{a['id']}")[1] for a in answers]
+        running = next((j for j in states if j["state"] == "running" and j["current"]), None)
+        if running:
+            break
+        time.sleep(0.01)
+    assert running and running["current"] in ("average", "max") and running["current_elapsed_s"] >= 0
+    assert running["total"] == 2 and running["done"] in (0, 1)
     jobs = [wait_done(server, a["id"]) for a in answers]
     assert all(len(j["results"]) == 2 and all("error" not in r for r in j["results"]) for j in jobs)
     assert len(spans) == 6

@@ -26,7 +26,8 @@ from .conftest import IN_CI
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "") if p and os.path.isfile(p)), None)
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
+               "--disable-component-update", "--disable-sync", "--no-first-run",
+               "--disable-dev-shm-usage"]  # containers often have a tiny /dev/shm
 
 
 def wait_until(page, predicate: str, timeout: float = 30.0) -> None:
