@@ -49,6 +49,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from mlfuse import streaming
 from mlfuse.errors import MLFuseError
 
 #: tile budget used by ``tile="auto"`` when none is given: at most this, and at most a quarter of
@@ -68,6 +69,12 @@ class TileSpec:
     align: int = 1
     global_ops: tuple[str, ...] = ()
     bytes_per_pixel: int = 4096
+    #: the global ops reduce through :mod:`mlfuse.streaming` inside the network's own
+    #: forward: tiled inference runs that forward per window in passes, one per level of global ops
+    streaming: bool = False
+    #: peak memory of the *untiled* forward per input pixel (``None``: ``bytes_per_pixel``), which
+    #: ``tile="auto"`` and the ``--tile off`` check compare with the memory available
+    untiled_bytes_per_pixel: int | None = None
 
     def __post_init__(self) -> None:
         if self.halo < 0 or self.align < 1 or self.bytes_per_pixel < 1:
@@ -324,7 +331,7 @@ def tiled_forward(model: nn.Module, structural: Tensor, functional: Tensor, tile
         raise TilingError(f"model '{name}' declares no tiling (no TileSpec): run it untiled")
     has_context = callable(getattr(model, "tile_context", None))
     window_forward = getattr(model, "tile_forward", None)
-    if spec.global_ops and not (has_context and callable(window_forward)):
+    if spec.global_ops and not spec.streaming and not (has_context and callable(window_forward)):
         raise TilingError(f"model '{name}' has whole-image operations but no tile_context/tile_forward hooks")
     if not callable(window_forward):
         def window_forward(s: Tensor, f: Tensor, context: Any, win: Window) -> Tensor:
@@ -343,9 +350,40 @@ def tiled_forward(model: nn.Module, structural: Tensor, functional: Tensor, tile
         rows, cols = win.core_in_region
         out[..., win.core[0], win.core[1]] = y[..., rows, cols].to(out.device, torch.float32)
 
-    tiler.map(one, tiler.windows(h, w, spec.halo, math.lcm(spec.align, multiple), min_size))
+    windows = tiler.windows(h, w, spec.halo, math.lcm(spec.align, multiple), min_size)
+    if spec.streaming and spec.global_ops:
+        _streaming_passes(tiler, windows, one)
+    else:
+        tiler.map(one, windows)
     release_freed_memory()
     return out
+
+
+#: more passes than any network here has levels of global ops (CDDFuse 10, SMFNet 12)
+MAX_STREAMING_PASSES = 200
+
+
+def _streaming_passes(tiler: Tiler, windows: list[Window], one: Callable[[Window], None]) -> None:
+    """Run ``one`` over all windows in passes until a pass finds every whole-image sum known
+    (:mod:`mlfuse.streaming`); that pass's outputs are the result."""
+    known: dict = {}
+
+    def scoped(win: Window) -> None:
+        size = (win.bottom - win.top, win.right - win.left)
+        with streaming.window(size, win.core_in_region):
+            one(win)
+
+    for number in range(1, MAX_STREAMING_PASSES + 1):
+        state = streaming.StreamingPass(known)
+        with streaming.streaming_pass(state):
+            tiler.map(scoped, windows, desc=f"pass {number}")
+        if not state.partial:
+            if state.poisoned:
+                raise TilingError("tiled inference: a whole-image sum is not finite (NaN/inf in the inputs or "
+                                  "weights)")
+            return
+        known.update({key: tuple(parts) for key, parts in state.partial.items()})
+    raise TilingError(f"tiled inference did not finish in {MAX_STREAMING_PASSES} passes")
 
 
 def release_freed_memory() -> None:

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mlfuse import streaming
+
 
 def split_heads(x: Tensor, heads: int) -> Tensor:
     """(B, C, H, W) -> (B, heads, C/heads, H*W), channel index = head * C/heads + j."""
@@ -18,12 +20,17 @@ def split_heads(x: Tensor, heads: int) -> Tensor:
     return x.reshape(b, heads, c // heads, h * w)
 
 
-def l2_channel_attention(q: Tensor, k: Tensor, v: Tensor, temperature: Tensor, heads: int) -> Tensor:
+def l2_channel_attention(q: Tensor, k: Tensor, v: Tensor, temperature: Tensor, heads: int,
+                         op: nn.Module | None = None) -> Tensor:
     """``softmax(normalize(q) normalize(k)^T * temperature) v`` per head, back to (B, C, H, W).
 
     q, k, v: (B, C, H, W); q and k are L2-normalised along H*W (``F.normalize``, eps 1e-12);
-    ``temperature``: (heads, 1, 1). Softmax over the last axis.
+    ``temperature``: (heads, 1, 1). Softmax over the last axis. ``op``: the calling module, which
+    lets a tiled pass compute the whole-image sums in streaming passes
+    (:mod:`mlfuse.streaming`); the untiled arithmetic is the authors'.
     """
+    if op is not None and streaming.active():
+        return streaming.streamed_channel_attention(op, q, k, v, temperature, heads)
     b, c, h, w = q.shape
     q = F.normalize(split_heads(q, heads), dim=-1)
     k = F.normalize(split_heads(k, heads), dim=-1)
@@ -40,6 +47,8 @@ class MDTA(nn.Module):
     ``project_out``. ``bias`` applies to all three convolutions (False in CDDFuse/SFDFuse/SMFNet).
     """
 
+    STREAMING_OP = True
+
     def __init__(self, dim: int, num_heads: int = 8, bias: bool = False) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -55,7 +64,7 @@ class MDTA(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         q, k, v = self.qkv_maps(x)
-        return self.project_out(l2_channel_attention(q, k, v, self.temperature, self.num_heads))
+        return self.project_out(l2_channel_attention(q, k, v, self.temperature, self.num_heads, self))
 
 
 class AttentionBase(nn.Module):
@@ -63,6 +72,8 @@ class AttentionBase(nn.Module):
     convolution (zero padding) and other names: ``scale`` [heads,1,1], ``qkv1`` (1x1), ``qkv2`` (3x3),
     ``proj`` (1x1). ``qkv2`` dominates the cost of CDDFuse, SFDFuse and SMFNet (331,776 weights at C=64).
     """
+
+    STREAMING_OP = True
 
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False) -> None:
         super().__init__()
@@ -74,4 +85,4 @@ class AttentionBase(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         q, k, v = self.qkv2(self.qkv1(x)).chunk(3, dim=1)
-        return self.proj(l2_channel_attention(q, k, v, self.scale, self.num_heads))
+        return self.proj(l2_channel_attention(q, k, v, self.scale, self.num_heads, self))

@@ -11,6 +11,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from mlfuse import streaming
+
 
 class InvertedResidualBlock(nn.Module):
     """``bottleneckBlock`` Sequential: conv1x1 in->hidden nb, ReLU6, *mixer*, ReLU6, conv1x1 hidden->out nb.
@@ -78,6 +80,8 @@ class DetailFeatureExtraction(nn.Module):
         self.net = nn.Sequential(*[DetailNode(bottleneck, channels) for _ in range(num_layers)])
 
     def forward(self, x: Tensor) -> Tensor:
+        if streaming.skip(self, x):  # poisoned in a tiled pass: the output would be too
+            return x
         half = x.shape[1] // 2
         z1, z2 = x[:, :half], x[:, half:]
         for layer in self.net:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from mlfuse import streaming
 from mlfuse.models.blocks.attention import MDTA, AttentionBase
 from mlfuse.models.blocks.feedforward import GDFN, LiteMlp
 from mlfuse.models.blocks.norm import LayerNorm
@@ -26,6 +27,8 @@ class RestormerBlock(nn.Module):
         self.ffn = ffn if ffn is not None else GDFN(dim, ffn_expansion_factor, bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        if streaming.skip(self, x):  # poisoned in a tiled pass: the output would be too
+            return x
         x = x + self.attn(self.norm1(x))
         return x + self.ffn(self.norm2(x))
 
@@ -45,5 +48,7 @@ class LiteBlock(nn.Module):
         self.mlp = LiteMlp(dim, ffn_expansion_factor=ffn_expansion_factor, padding_mode=mlp_padding_mode)
 
     def forward(self, x: Tensor) -> Tensor:
+        if streaming.skip(self, x):  # poisoned in a tiled pass: the output would be too
+            return x
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))

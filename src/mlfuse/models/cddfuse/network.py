@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from mlfuse.models.base import FusionModel
 from mlfuse.models.blocks import DetailFeatureExtraction, LiteBlock, OverlapPatchEmbed, RestormerBlock
 from mlfuse.models.blocks.checkpoints import AuthorsLayoutMixin
+from mlfuse.tiling import TileSpec
 
 #: decoder residual (pre-sigmoid) per use: IVF model, MIF with the IVF checkpoint, MIF checkpoint
 RESIDUALS = ("vis", "ir+vis", "none")
@@ -38,7 +39,7 @@ class RestormerEncoder(nn.Module):
             *[RestormerBlock(dim, heads, ffn_expansion_factor, bias) for _ in range(num_blocks)]
         )
         self.baseFeature = LiteBlock(dim, heads)
-        self.detailFeature = DetailFeatureExtraction(3)
+        self.detailFeature = DetailFeatureExtraction(3, channels=dim)
 
     def forward(self, img: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """img (B,1,H,W) -> (base, detail, shallow), each (B,64,H,W)."""
@@ -88,6 +89,16 @@ class CDDFuse(AuthorsLayoutMixin, FusionModel):
 
     TOP_LEVEL = ("DIDF_Encoder", "DIDF_Decoder", "BaseFuseLayer", "DetailFuseLayer")
 
+    #: exact tiling (mlfuse.tiling): receptive radius 27 = patch embed 1 + 4 Restormer blocks x 2
+    #: (two depthwise 3x3 each) + 3 INN nodes x 2 + DetailFuse 2 (the detail path is the longest)
+    #: + 4 decoder blocks x 2 + two 3x3 convs; the 15 channel attentions are whole-image sums,
+    #: streamed in 10 passes (one per level: 4 + 1 encoder blocks, BaseFuse, 4 decoder blocks)
+    TILE_SPEC = TileSpec(
+        halo=27, align=1, streaming=True,
+        global_ops=("channel attention (MDTA, Lite): Q K^T and |q|, |k| summed over all H*W positions",),
+        bytes_per_pixel=4096, untiled_bytes_per_pixel=4096,
+    )
+
     def __init__(self, task: str = "ivf", residual: str | None = None, dim: int = 64, heads: int = 8) -> None:
         super().__init__()
         if task not in TASK_RESIDUAL:
@@ -100,7 +111,7 @@ class CDDFuse(AuthorsLayoutMixin, FusionModel):
         self.DIDF_Encoder = RestormerEncoder(dim=dim, heads=heads)
         self.DIDF_Decoder = RestormerDecoder(dim=dim, heads=heads)
         self.BaseFuseLayer = LiteBlock(dim, heads, ffn_expansion_factor=1.0)
-        self.DetailFuseLayer = DetailFeatureExtraction(num_layers=1)
+        self.DetailFuseLayer = DetailFeatureExtraction(num_layers=1, channels=dim)
 
     # -- forward -----------------------------------------------------------------------------------
     def residual_image(self, vis: Tensor, ir: Tensor, residual: str | None = None) -> Tensor | None:
