@@ -119,10 +119,11 @@ def test_root_folder_run_with_bad_pair(tmp_path, sample_pair, random_weights, ca
     assert PILImage.open(out / "a1.png").mode == "RGB"
 
 
-def test_root_with_named_medical_subdirs(tmp_path, sample_pair, random_weights, capsys) -> None:
+def test_root_with_named_medical_subdirs(tmp_path, sample_pair, random_weights, capsys, monkeypatch) -> None:
     root = _make_root(tmp_path, sample_pair, "MRI", "CT", ["1", "2"])
     out = tmp_path / "out"
     argv = ["fuse", "--root", str(root), "--subdirs", "MRI,CT", "-o", str(out), "--weights", str(random_weights)]
+    monkeypatch.setenv("MLFUSE_PROGRESS", "1")  # stderr is captured, not a terminal: bars only when asked
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "2 of 2 pairs fused" in err
@@ -159,7 +160,9 @@ def test_console_script_prints_no_traceback(tmp_path) -> None:
     cmd = [exe] if exe else [sys.executable, "-m", "mlfuse"]
     bad = tmp_path / "text.png"
     bad.write_text("hello")
-    proc = subprocess.run([*cmd, "fuse", "--vis", str(bad), "--ir", str(bad), "-o", str(tmp_path / "o.png")],
+    (tmp_path / "other.png").write_text("hello")
+    proc = subprocess.run([*cmd, "fuse", "--vis", str(bad), "--ir", str(tmp_path / "other.png"),
+                           "-o", str(tmp_path / "o.png")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"mlfuse: error: {bad}: not an image file (format not recognised)"

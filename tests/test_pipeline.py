@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image as PILImage
 
-from mlfuse.errors import InputError, MLFuseError
+from mlfuse.errors import InputError, MLFuseError, OutputExistsError
 from mlfuse.fuse import fuse_folder, fuse_pair, resolve_device, run_network, to_uint8
 
 
@@ -130,6 +130,6 @@ def test_folder_run_reports_bad_pair_and_goes_on(random_model, tmp_path, sample_
     assert sorted(p.name for p in out.iterdir()) == ["1.png", "10.png"]
     again = fuse_folder(random_model, s, f, out, quiet=True, skip_existing=True)
     assert len(again.skipped) == 2 and not again.written
-    refused = dict(fuse_folder(random_model, s, f, out, quiet=True).failed)
-    assert sorted(refused) == ["1", "10", "2"]
-    assert "already exists" in refused["1"] and "already exists" in refused["10"]
+    # existing outputs without --overwrite / --skip-existing: one line up front, no pair computed
+    with pytest.raises(OutputExistsError, match=r"2 of 3 outputs already exist .*--overwrite.*--skip-existing"):
+        fuse_folder(random_model, s, f, out, quiet=True)

@@ -13,6 +13,9 @@ onnxscript is installed and falls back to the tracer if it fails. MLFuse exports
 float64 softmax/matmul over all H*W positions become ``Cast`` + ``Softmax``/``MatMul`` on
 ``double`` and its bilinear resize a ``Resize`` whose size is read from the input's shape.
 Needs the ``export`` extra: ``pip install "mlfuse[export]"``.
+
+A network that cannot be exported says why in its ``onnx_unsupported`` attribute (the classical
+``dwt``, ``gff`` and ``vsm_wls``): it is refused at once, in one line, before any exporter runs.
 """
 
 from __future__ import annotations
@@ -119,6 +122,20 @@ def _export_torchscript(graph: nn.Module, args: tuple[Tensor, Tensor], path: Pat
                           opset_version=opset or 17, do_constant_folding=True)
 
 
+def refuse_unexportable(model: nn.Module) -> None:
+    """Raise :class:`ExportError` at once, with the model's own reason, if it declares that it cannot
+    be exported (``onnx_unsupported``)."""
+    reason = getattr(model, "onnx_unsupported", None)
+    if reason:
+        name = getattr(getattr(model, "card", None), "name", type(model).__name__)
+        raise ExportError(f"model '{name}' cannot be exported to ONNX: {reason}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return text[0][:300] if text else type(exc).__name__
+
+
 def check_onnx(model: nn.Module, onnx_model: str | Path | bytes, sizes: list[tuple[int, int, int]] | None = None,
                atol: float = 1e-4, seed: int = 0) -> list[tuple[tuple[int, int, int], float]]:
     """Run an exported model (file or serialized bytes) in onnxruntime (CPU) and PyTorch on random
@@ -134,7 +151,10 @@ def check_onnx(model: nn.Module, onnx_model: str | Path | bytes, sizes: list[tup
     options = ort.SessionOptions()
     options.log_severity_level = 3
     source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
-    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own pybind exception types
+        raise ExportError(f"onnxruntime cannot load the exported graph ({_first_line(exc)}); nothing written") from None
     device = next(model.parameters(), torch.empty(0)).device
     gen = torch.Generator().manual_seed(seed)
     results = []
@@ -142,7 +162,11 @@ def check_onnx(model: nn.Module, onnx_model: str | Path | bytes, sizes: list[tup
         s, f = torch.rand(b, 1, h, w, generator=gen), torch.rand(b, 1, h, w, generator=gen)
         with torch.inference_mode():
             ref = model.fusion_forward(s.to(device), f.to(device)).float().cpu().numpy()
-        out = session.run([OUTPUT_NAME], {INPUT_NAMES[0]: s.numpy(), INPUT_NAMES[1]: f.numpy()})[0]
+        try:
+            out = session.run([OUTPUT_NAME], {INPUT_NAMES[0]: s.numpy(), INPUT_NAMES[1]: f.numpy()})[0]
+        except Exception as exc:
+            raise ExportError(f"onnxruntime cannot run the exported graph at {b}x1x{h}x{w} ({_first_line(exc)}); "
+                              "nothing written") from None
         diff = float(np.abs(out - ref).max()) if out.shape == ref.shape else float("inf")
         results.append(((b, h, w), diff))
         if not diff <= atol:
@@ -166,6 +190,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, exporter: str = "auto", o
         raise ExportError(f"{path}: already exists (pass --overwrite to replace it)")
     if not callable(getattr(model, "fusion_forward", None)):
         raise ExportError(f"{type(model).__name__} is not a fusion network (no fusion_forward)")
+    refuse_unexportable(model)
     model = model.eval()
     graph = _FusionGraph(model).eval()
     min_size, _, example = _sizes(model)
@@ -216,4 +241,4 @@ def export_onnx(model: nn.Module, path: str | Path, *, exporter: str = "auto", o
     return report
 
 
-__all__ = ["EXPORTERS", "FORMATS", "ExportError", "ExportReport", "check_onnx", "export_onnx"]
+__all__ = ["EXPORTERS", "FORMATS", "ExportError", "ExportReport", "check_onnx", "export_onnx", "refuse_unexportable"]

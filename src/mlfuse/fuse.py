@@ -2,13 +2,17 @@
 
 ``fuse_pair(model, structural, functional)``:
 
-1. read both inputs (paths or arrays); they must have the same size;
+1. read both inputs (paths, arrays, PIL images or tensors); they must have the same size and not be
+   the same file;
 2. the network sees gray float32 in [0, 1] (PIL luma / 255 for 8-bit, as the MLFuse authors);
 3. inputs smaller than the method's minimum (or not a multiple of its size factor) are
    reflect-padded, and the output is cropped back;
 4. the raw output becomes 8 bits by the output rule: ``minmax`` (the authors': per-image min-max,
    x255, truncation) or ``clamp`` (unstretched: clamp to [0, 1], x255, round);
 5. if a source is colour, its chroma is restored around the fused luma (``mlfuse.data.color``).
+
+A raw output holding NaN or infinity (broken weights, an overflow in reduced precision) fails the
+pair with :class:`~mlfuse.errors.FusionError` instead of becoming a near-black image.
 """
 
 from __future__ import annotations
@@ -24,9 +28,19 @@ from torch import nn
 from tqdm import tqdm
 
 from mlfuse.data.color import COLOR_MODES, colorize
-from mlfuse.data.io import Image, as_image, write_image
+from mlfuse.data.io import (
+    Image,
+    as_image,
+    check_distinct_inputs,
+    check_output_format,
+    check_output_not_input,
+    check_writable_folder,
+    clean_stale_temps,
+    write_image,
+)
 from mlfuse.data.pairs import Pairing, pair_folders
-from mlfuse.errors import InputError, MLFuseError, OutputError
+from mlfuse.errors import FusionError, InputError, MLFuseError, OutputError, OutputExistsError
+from mlfuse.progress import bar_disabled
 from mlfuse.tiling import default_budget, resolve_tile, tiled_forward
 
 OUTPUT_RULES = ("minmax", "clamp", "minmax-round")
@@ -94,8 +108,13 @@ def run_network(model: nn.Module, structural: np.ndarray, functional: np.ndarray
             out = model.fusion_forward(s, f)
         else:
             out = tiled_forward(model, s, f, tile_size, progress=progress, workers=workers)
-    out = out.float()[0, 0].cpu().numpy()
-    return out[top:top + h, left:left + w]
+    out = out.float()[0, 0].cpu().numpy()[top:top + h, left:left + w]
+    finite = np.isfinite(out)
+    if not finite.all():
+        bad = int(out.size - np.count_nonzero(finite))
+        raise FusionError(f"the {card.name} network produced NaN or infinity in {bad} of {out.size} output "
+                          "values (broken weights, or an overflow at this precision); nothing written")
+    return out
 
 
 def to_uint8(raw: np.ndarray, rule: str = "minmax") -> np.ndarray:
@@ -134,23 +153,30 @@ def fuse_images(model: nn.Module, structural: Image, functional: Image, *, color
     if color not in COLOR_MODES:
         raise MLFuseError(f"unknown colour mode '{color}' (choose from {', '.join(COLOR_MODES)})")
     paper = model.card.extra.get("paper_color") if color == "paper" else None
-    if paper is not None:  # the method's own authors' inputs + colour round trip (e.g. SMFNet's float YCrCb)
-        return paper(lambda s, f: run_network(model, s, f, precision, tile, tile_budget_mb, progress),
-                     structural, functional)
-    raw = run_network(model, structural.gray(), functional.gray(), precision, tile, tile_budget_mb, progress)
+    try:
+        if paper is not None:  # the method's own authors' inputs + colour round trip (e.g. SMFNet's float YCrCb)
+            return paper(lambda s, f: run_network(model, s, f, precision, tile, tile_budget_mb, progress),
+                         structural, functional)
+        raw = run_network(model, structural.gray(), functional.gray(), precision, tile, tile_budget_mb,
+                          progress)
+    except FusionError as exc:
+        raise FusionError(f"{structural.source} + {functional.source}: {exc}") from None
     fused = to_uint8(raw, output or model.card.output_rule)
     colour_sources = [im.pixels for im in (structural, functional) if im.is_color]
     return colorize(fused, colour_sources, color)
 
 
-def fuse_pair(model: nn.Module, structural: np.ndarray | str | os.PathLike,
-              functional: np.ndarray | str | os.PathLike, *, color: str = "ycbcr",
+def fuse_pair(model: nn.Module, structural: Image | np.ndarray | str | os.PathLike | object,
+              functional: Image | np.ndarray | str | os.PathLike | object, *, color: str = "ycbcr",
               output: str | None = None, precision: str = "fp32", tile: str | int | None = "off",
               tile_budget_mb: float | None = None, progress: bool = False) -> np.ndarray:
-    """Fuse one pair given as paths or arrays (structural = visible/MRI, functional =
-    infrared/CT/PET/SPECT). ``color``: ``ycbcr`` | ``paper`` | ``gray``; ``output``: ``minmax`` |
-    ``clamp`` (default: the method's own rule); ``precision``: ``fp32`` | ``bf16`` | ``fp16``;
-    ``tile``: ``off`` | ``auto`` | N (see :func:`run_network`)."""
+    """Fuse one pair (structural = visible/MRI, functional = infrared/CT/PET/SPECT), each given as a
+    path, a numpy array, a ``PIL.Image.Image``, a ``torch.Tensor`` (C x H x W) or an
+    :class:`~mlfuse.data.io.Image` (see :func:`mlfuse.data.io.as_image`). ``color``: ``ycbcr`` |
+    ``paper`` | ``gray``; ``output``: ``minmax`` | ``clamp`` (default: the method's own rule);
+    ``precision``: ``fp32`` | ``bf16`` | ``fp16``; ``tile``: ``off`` | ``auto`` | N (see
+    :func:`run_network`)."""
+    check_distinct_inputs(structural, functional)
     return fuse_images(model, as_image(structural), as_image(functional), color=color, output=output,
                        precision=precision, tile=tile, tile_budget_mb=tile_budget_mb, progress=progress)
 
@@ -170,28 +196,81 @@ class FolderReport:
         return not self.failed
 
 
+def check_folder_output(out_dir: str | os.PathLike, ext: str, inputs: list[str | os.PathLike]) -> Path:
+    """Everything about a folder run's output that can be checked before any pair is computed: not
+    empty, not an input folder, not a file (nor ``x.png``, a file name), a format Pillow writes,
+    a location where files can be created. Returns the folder as a ``Path``."""
+    check_output_not_input(out_dir, inputs)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: is a file; folder runs need an output folder")
+    if not out.exists() and out.suffix.lower() in _IMAGE_SUFFIXES:
+        raise OutputError(f"{out}: looks like an image file name, but folder inputs give one output per pair: "
+                          "give an output folder")
+    try:
+        check_output_format(f"x.{ext.lstrip('.')}")
+    except OutputError:
+        raise OutputError(f"--ext {ext}: not an image format Pillow can write (use png, jpg, tif, bmp)") from None
+    check_writable_folder(out)
+    return out
+
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".gif")
+
+
+def existing_outputs(pairing: Pairing, out_dir: str | os.PathLike, ext: str) -> list[Path]:
+    """The outputs of a folder run that already exist."""
+    out = Path(out_dir)
+    return [d for d in (out / f"{p.name}.{ext.lstrip('.')}" for p in pairing.pairs) if d.exists()]
+
+
+def refuse_existing(existing: list[Path], n_pairs: int, out_dir: str | os.PathLike) -> None:
+    """One line up front (not one per pair) when outputs exist and neither flag says what to do."""
+    if existing:
+        raise OutputExistsError(
+            f"{out_dir}: {len(existing)} of {n_pairs} outputs already exist (e.g. {existing[0].name}): pass "
+            "--overwrite to replace them or --skip-existing to keep them and fuse the rest")
+
+
 def fuse_folder(model: nn.Module, structural_dir: str | Path, functional_dir: str | Path,
                 out_dir: str | Path, *, ext: str = "png", overwrite: bool = False,
                 skip_existing: bool = False, quiet: bool = False,
                 report: Callable[[str], None] | None = None, **options: str) -> FolderReport:
     """Fuse every pair of two modality folders (paired by stem, natural order) into ``out_dir``
-    as ``<stem>.<ext>``. A bad pair is reported (``report`` gets one line) and the rest go on."""
+    as ``<stem>.<ext>``. A bad pair is reported (``report`` gets one line) and the rest go on.
+
+    Checked before any pair is computed (:class:`~mlfuse.errors.MLFuseError`, one line): the two
+    folders differ, the output is not an input folder, ``ext`` is writable, the folder can be
+    created, and existing outputs come with ``overwrite`` or ``skip_existing``. Temp files left by a
+    killed earlier run are removed (:func:`mlfuse.data.io.clean_stale_temps`). With
+    ``skip_existing``, an output that another run writes meanwhile counts as skipped."""
+    check_distinct_inputs(structural_dir, functional_dir)
+    out_dir = check_folder_output(out_dir, ext, [structural_dir, functional_dir])
     pairing = pair_folders(structural_dir, functional_dir)
+    if not (overwrite or skip_existing):
+        refuse_existing(existing_outputs(pairing, out_dir, ext), len(pairing.pairs), out_dir)
     result = FolderReport(pairing=pairing)
     say = report or (lambda line: None)
     for line in pairing.problems():
         say(f"unpaired: {line}")
-    out_dir = Path(out_dir)
-    for pair in tqdm(pairing.pairs, desc="fuse", unit="pair", disable=quiet):
+    clean_stale_temps(out_dir)
+    for pair in tqdm(pairing.pairs, desc="fuse", unit="pair", disable=bar_disabled(quiet)):
         dest = out_dir / f"{pair.name}.{ext.lstrip('.')}"
         if skip_existing and dest.exists():
             result.skipped.append(dest)
             continue
         try:
-            if dest.exists() and not overwrite:  # refuse before spending a forward pass
-                raise OutputError(f"{dest}: already exists (pass --overwrite to replace it)")
+            check_output_not_input(dest, [pair.structural, pair.functional])
+            if dest.exists() and not overwrite:  # appeared since the check above: refuse before a forward
+                raise OutputExistsError(f"{dest}: already exists (pass --overwrite to replace it)")
             fused = fuse_pair(model, pair.structural, pair.functional, **options)
             result.written.append(write_image(fused, dest, overwrite=overwrite))
+        except OutputExistsError as exc:
+            if skip_existing:  # another run wrote it meanwhile: its result stands
+                result.skipped.append(dest)
+                continue
+            result.failed.append((pair.name, str(exc)))
+            say(f"FAILED {pair.name}: {exc}")
         except MLFuseError as exc:
             result.failed.append((pair.name, str(exc)))
             say(f"FAILED {pair.name}: {exc}")

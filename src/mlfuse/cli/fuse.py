@@ -13,7 +13,20 @@ from mlfuse.data.color import COLOR_MODES
 from mlfuse.data.io import write_image
 from mlfuse.data.pairs import find_modality_dirs
 from mlfuse.errors import InputError, MLFuseError
-from mlfuse.fuse import DEVICES, OUTPUT_RULES, PRECISIONS, fuse_folder, fuse_pair, resolve_device
+from mlfuse.fuse import (
+    DEVICES,
+    OUTPUT_RULES,
+    PRECISIONS,
+    check_distinct_inputs,
+    check_folder_output,
+    check_output_not_input,
+    existing_outputs,
+    fuse_folder,
+    fuse_pair,
+    refuse_existing,
+    resolve_device,
+)
+from mlfuse.progress import show_bars
 from mlfuse.registry import create_model, get_card
 from mlfuse.shard import shard_device
 
@@ -91,6 +104,7 @@ def source_paths(args: argparse.Namespace) -> tuple[Path, Path]:
     if not args.structural or not args.functional:
         raise MLFuseError("need both roles: --vis/--mri/--structural and --ir/--ct/--pet/--spect/--functional "
                           "(or --root DIR)")
+    check_distinct_inputs(args.structural, args.functional)
     return Path(args.structural), Path(args.functional)
 
 
@@ -115,18 +129,30 @@ def run(args: argparse.Namespace) -> int:
             "tile_budget_mb": args.tile_budget}
     if args.tile_budget is not None and not args.tile_budget > 0:
         raise MLFuseError(f"--tile-budget {args.tile_budget}: expected a positive number of megabytes")
+    check_output_not_input(args.output, [s_path, f_path])  # also refuses -o ''
     out = Path(args.output)
-    if not folder_mode:  # read inputs before building the model: a bad file fails fast
-        from mlfuse.data.io import read_image
+    if not folder_mode:  # read inputs and check the output before building the model: fail fast
+        from mlfuse.data.io import check_output_format, check_writable_folder, clean_stale_temps, read_image
 
         s_img, f_img = read_image(s_path), read_image(f_path)
         if out.is_dir():
             out = out / f"{s_path.stem}.png"
+        check_output_not_input(out, [s_path, f_path])
+        check_output_format(out)
+        check_writable_folder(out.parent)
+        clean_stale_temps(out.parent)
         if out.exists() and not args.overwrite:
             raise MLFuseError(f"{out}: already exists (pass --overwrite to replace it)")
     shard = fuse_shard.from_args(args, folder_mode)  # None: not a sharded folder run
     if shard is not None and args.merge_manifests:
         return fuse_shard.merge(args, s_path, f_path, out)
+    if folder_mode:  # every output problem is found before the model is built or any pair computed
+        check_folder_output(out, args.ext, [s_path, f_path])
+        if shard is None and not (args.overwrite or args.skip_existing):
+            from mlfuse.data.pairs import pair_folders
+
+            pairing = pair_folders(s_path, f_path)
+            refuse_existing(existing_outputs(pairing, out, args.ext), len(pairing.pairs), out)
     device = resolve_device(args.device) if shard is None else shard_device(args.device, shard)
     model = create_model(args.model, weights=args.weights, device=device,
                          **task_option(args.model, args.task))
@@ -135,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
 
         model = optimize_for_inference(model)
     if not folder_mode:
-        write_image(fuse_pair(model, s_img.pixels, f_img.pixels, progress=not args.quiet, **opts), out,
+        write_image(fuse_pair(model, s_img, f_img, progress=show_bars(args.quiet), **opts), out,
                     overwrite=args.overwrite)
         if not args.quiet:
             print(f"wrote {out}", file=sys.stderr)

@@ -3,12 +3,16 @@
 Every input becomes an :class:`Image`: integer pixels (uint8 or uint16, never clipped or
 rescaled on load) plus the dtype's maximum, so 8-bit images reach the network exactly as the
 MLFuse authors fed them (PIL ``convert('L')`` / 255) and 16-bit images keep their precision.
+Files are shown upright: an EXIF orientation tag (camera JPEGs) is applied on read, as every image
+viewer does, so a rotated visible photo is not fused against an upright infrared one.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +20,10 @@ from typing import BinaryIO
 
 import numpy as np
 from PIL import Image as PILImage
-from PIL import UnidentifiedImageError
+from PIL import ImageOps, UnidentifiedImageError
 
 from mlfuse.data.color import pil_luma
-from mlfuse.errors import InputError, OutputError
+from mlfuse.errors import InputError, InputTypeError, OutputError, OutputExistsError
 
 #: file extensions treated as images when scanning folders
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".gif")
@@ -27,6 +31,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", "
 _TO_RGB = {"RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV", "PA"}
 _TO_L = {"1", "LA", "La"}
 _U16 = {"I;16", "I;16L", "I;16B", "I;16N"}
+_EXIF_ORIENTATION = 0x0112
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,11 @@ def read_image(path: str | Path) -> Image:
     try:
         with PILImage.open(p) as im:
             im.load()
+            if im.getexif().get(_EXIF_ORIENTATION, 1) not in (0, 1):  # shown upright, as viewers do
+                im = ImageOps.exif_transpose(im)
             return _from_pil(im, str(p))
+    except InputError:
+        raise
     except UnidentifiedImageError:
         raise InputError(f"{p}: not an image file (format not recognised)") from None
     except PILImage.DecompressionBombError as exc:
@@ -133,13 +142,146 @@ def from_array(arr: np.ndarray, source: str = "<array>") -> Image:
     return Image(np.ascontiguousarray(a), maxval, source)
 
 
-def as_image(x: Image | np.ndarray | str | os.PathLike) -> Image:
-    """Accept an :class:`Image`, a numpy array or a path."""
+def as_image(x: object) -> Image:
+    """Accept an :class:`Image`, a path, a numpy array (H x W or H x W x C), a ``PIL.Image.Image``
+    or a ``torch.Tensor`` (H x W, C x H x W or 1 x C x H x W, C = 1 or 3: PyTorch's channel-first
+    layout; uint8, or float in [0, 1]). Anything else is an :class:`InputTypeError` saying so."""
     if isinstance(x, Image):
         return x
+    if isinstance(x, (str, os.PathLike)):
+        return read_image(x)
     if isinstance(x, np.ndarray):
         return from_array(x)
-    return read_image(x)
+    if isinstance(x, PILImage.Image):
+        return _from_pil(x, f"<PIL image {x.mode} {x.width}x{x.height}>")
+    if type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach"):  # no torch import here
+        return _from_tensor(x)
+    raise InputTypeError(
+        f"cannot fuse a {type(x).__module__}.{type(x).__qualname__}: give an image path, a numpy array "
+        "(H x W or H x W x 3), a PIL.Image.Image or a torch.Tensor (H x W, C x H x W or 1 x C x H x W)"
+    )
+
+
+def _from_tensor(t: object) -> Image:
+    shape = tuple(t.shape)
+    source = f"<tensor {'x'.join(map(str, shape))}>"
+    arr = t.detach().cpu()
+    if str(arr.dtype) in ("torch.bfloat16", "torch.float16"):
+        arr = arr.float()
+    a = arr.numpy()
+    if a.ndim == 4 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim == 3 and a.shape[0] in (1, 3):
+        a = np.moveaxis(a, 0, -1)
+    elif a.ndim != 2:
+        raise InputError(f"{source}: expected a tensor of shape H x W, C x H x W or 1 x C x H x W with C = 1 or 3")
+    return from_array(a, source)
+
+
+#: hidden temp files of :func:`atomic_write`: ``.<name>.<pid>.<random>.tmp`` (older versions: no pid)
+_TEMP_NAME = re.compile(r"^\..+?(?:\.(\d+))?\.[A-Za-z0-9_]{8}\.tmp$")
+#: a temp file without a live writer on this host, or older than this, is a leftover of a killed run
+STALE_TEMP_SECONDS = 6 * 3600
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def clean_stale_temps(folder: str | Path, *, max_age_s: float = STALE_TEMP_SECONDS) -> list[Path]:
+    """Delete the hidden temp files that :func:`atomic_write` left in ``folder`` when its process was
+    killed (SIGKILL gives no chance to clean up): those whose writer pid no longer runs, and any older
+    than ``max_age_s`` (a writer on another host). Files of a live concurrent writer are kept; other
+    files are never touched. Returns the deleted paths."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        m = _TEMP_NAME.match(entry.name)
+        if not m or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        pid = m.group(1)
+        # a dead writer's file a minute old (a writer on another host sharing the folder may have a pid
+        # unknown here: it gets that minute to finish its write)
+        dead = pid is not None and int(pid) != os.getpid() and not _pid_alive(int(pid)) and age > 60
+        if dead or age > max_age_s:
+            try:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+            except OSError:
+                pass
+    return removed
+
+
+def check_output_format(path: str | Path) -> str:
+    """The Pillow format that writes ``path`` (by its extension); :class:`OutputError` if none does."""
+    p = Path(path)
+    fmt = PILImage.registered_extensions().get(p.suffix.lower())
+    if fmt is None or fmt not in PILImage.SAVE:
+        raise OutputError(f"{p}: unknown output image format '{p.suffix}' (use .png, .jpg, .tif, .bmp)")
+    return fmt
+
+
+def check_writable_folder(folder: str | Path) -> None:
+    """Raise :class:`OutputError` if files cannot be created in ``folder`` (created later if missing):
+    found before any work is done, not after the first result is computed."""
+    d = Path(folder)
+    probe = d
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise OutputError(f"{d}: cannot create output folder ({probe} is a file)")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".mlfuse-probe.{os.getpid()}.", suffix=".tmp", dir=probe)
+    except OSError as exc:
+        raise OutputError(f"{d}: cannot write output here ({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True if two paths name the same file or folder (links and ``..`` resolved; either may not exist)."""
+    try:
+        if os.path.samefile(a, b):
+            return True
+    except OSError:
+        pass
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def check_distinct_inputs(structural: object, functional: object) -> None:
+    """Refuse one file (or folder) given for both roles: it would fuse each image with itself."""
+    if isinstance(structural, (str, os.PathLike)) and isinstance(functional, (str, os.PathLike)) \
+            and same_path(structural, functional):
+        raise InputError(f"{structural}: given for both roles (structural and functional are the same "
+                         f"{'folder' if Path(structural).is_dir() else 'file'}); give the other modality's")
+
+
+def check_output_not_input(output: str | os.PathLike, inputs: list[str | os.PathLike]) -> None:
+    """Refuse an output path that resolves to an input (file or folder), whatever ``--overwrite`` says:
+    the source images are never replaced."""
+    if not str(output).strip():
+        raise OutputError("empty output path (-o ''): give an output file or folder")
+    for src in inputs:
+        if same_path(output, src):
+            what = "folder" if Path(src).is_dir() else "file"
+            raise OutputError(f"{output}: is the input {what} {src}; the sources are never overwritten: "
+                              "choose another output path")
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], *, overwrite: bool = False) -> Path:
@@ -152,14 +294,14 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], *, overwri
     """
     p = Path(path)
     if p.exists() and not overwrite:
-        raise OutputError(f"{p}: already exists (pass --overwrite to replace it)")
+        raise OutputExistsError(f"{p}: already exists (pass --overwrite to replace it)")
     parent = p.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{parent}: cannot create output folder ({exc.strerror or exc})") from None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.{os.getpid()}.", suffix=".tmp", dir=parent)
     except OSError as exc:
         raise OutputError(f"{parent}: cannot write output here ({exc.strerror or exc})") from None
     try:
@@ -174,10 +316,10 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], *, overwri
             try:
                 os.link(tmp, p)  # fails if p appeared meanwhile: never clobber
             except FileExistsError:
-                raise OutputError(f"{p}: already exists (pass --overwrite to replace it)") from None
+                raise OutputExistsError(f"{p}: already exists (pass --overwrite to replace it)") from None
             except OSError:  # file systems without hard links
                 if p.exists():
-                    raise OutputError(f"{p}: already exists (pass --overwrite to replace it)") from None
+                    raise OutputExistsError(f"{p}: already exists (pass --overwrite to replace it)") from None
                 os.replace(tmp, p)
     except OSError as exc:
         raise OutputError(f"{p}: cannot write output ({exc.strerror or exc})") from None
@@ -190,8 +332,6 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], *, overwri
 def write_image(pixels: np.ndarray, path: str | Path, *, overwrite: bool = False) -> Path:
     """Write uint8 pixels atomically (see :func:`atomic_write`); the format follows the extension."""
     p = Path(path)
-    fmt = PILImage.registered_extensions().get(p.suffix.lower())
-    if fmt is None:
-        raise OutputError(f"{p}: unknown output image format '{p.suffix}' (use .png, .jpg, .tif, .bmp)")
+    fmt = check_output_format(p)
     return atomic_write(p, lambda fh: PILImage.fromarray(np.ascontiguousarray(pixels)).save(fh, format=fmt),
                         overwrite=overwrite)

@@ -20,12 +20,19 @@ class FusionModel(nn.Module):
     functional = infrared / CT / PET / SPECT.
     """
 
+    #: why the network cannot be exported to ONNX (``mlfuse export`` refuses it with this reason), or
+    #: ``None`` if it can: e.g. a method computed partly in NumPy, outside the traced graph
+    onnx_unsupported: str | None = None
+
     def fusion_forward(self, structural: Tensor, functional: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def fuse(self, structural: np.ndarray | str | Path, functional: np.ndarray | str | Path,
+    def fuse(self, structural: np.ndarray | str | Path | object, functional: np.ndarray | str | Path | object,
              **options: object) -> np.ndarray:
-        """Fuse one pair (arrays or image paths) and return the 8-bit result (H x W or H x W x 3).
+        """Fuse one pair and return the 8-bit result (H x W or H x W x 3). Each input is an image path,
+        a numpy array (H x W or H x W x 3), a ``PIL.Image.Image`` or a ``torch.Tensor`` (H x W,
+        C x H x W or 1 x C x H x W; uint8, or float in [0, 1]); anything else raises a ``TypeError``
+        saying so, and an unusable input a ``ValueError`` (:class:`mlfuse.errors.InputError`).
 
         Options are those of :func:`mlfuse.fuse.fuse_pair` (``color``, ``output``, ``precision``).
         """

@@ -47,7 +47,7 @@ def read_checkpoint(path: str | Path, convert: Callable[[object], Mapping[str, t
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
     except Exception as exc:  # weights_only refusals are UnpicklingError subclasses
         raise CheckpointError(
-            f"{path}: refused to load: it is not a plain tensor checkpoint ({_first_line(exc)})"
+            f"{path}: refused to load: it is not a plain tensor checkpoint ({_refusal_reason(exc)})"
         ) from None
     if convert is not None:
         try:
@@ -96,12 +96,25 @@ def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: 
         if shapes:
             parts.append(f"{len(shapes)} shape mismatch(es): {_few(shapes)}")
         raise CheckpointError(f"{source}: does not fit {name}: " + "; ".join(parts))
+    broken = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:  # would fuse to a near-black image with exit status 0
+        raise CheckpointError(f"{source}: {len(broken)} tensor(s) contain NaN or infinity: {_few(broken)}")
     model.load_state_dict(state_dict, strict=True)
 
 
 def _few(items: list[str], n: int = 4) -> str:
     shown = ", ".join(items[:n])
     return shown + (f", ... (+{len(items) - n} more)" if len(items) > n else "")
+
+
+def _refusal_reason(exc: BaseException) -> str:
+    """Why the weights-only unpickler refused a file, without PyTorch's advice to load it with
+    ``weights_only=False`` (that would run whatever code the file carries)."""
+    for line in str(exc).splitlines():
+        line = line.strip().removeprefix("WeightsUnpickler error:").strip()
+        if line and "weights_only" not in line and "documentation" not in line:
+            return line[:200]
+    return "it stores Python objects other than tensors"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -37,6 +37,8 @@ def dwt_fuse(structural: np.ndarray, functional: np.ndarray, wavelet: str = "db2
 class DWTFusion(ClassicalFusion):
     """DWT fusion: ``wavelet`` (default ``db2``), ``levels`` (default 3), max-abs details, mean approximation."""
 
+    onnx_unsupported = "its wavelet transform runs in PyWavelets (NumPy), outside the PyTorch graph an exporter traces"
+
     def __init__(self, wavelet: str = "db2", levels: int = 3, mode: str = "symmetric") -> None:
         super().__init__()
         pywt.Wavelet(wavelet)  # unknown names fail here, not on the first image

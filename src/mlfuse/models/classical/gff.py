@@ -34,6 +34,9 @@ def _weight(guide: Tensor, p: Tensor, r: int, eps: float) -> Tensor:
 class GuidedFilterFusion(ClassicalFusion):
     """GFF (Li, Kang, Hu, TIP 2013); parameters default to the paper's r1=45, eps1=0.3, r2=7, eps2=1e-6."""
 
+    onnx_unsupported = ("its guided filters run in float64 (exact cumulative sums) and onnxruntime has no float64 "
+                        "convolution")
+
     def __init__(self, r1: int = 45, eps1: float = 0.3, r2: int = 7, eps2: float = 1e-6, base_size: int = 31) -> None:
         super().__init__()
         if base_size < 1 or base_size % 2 == 0:

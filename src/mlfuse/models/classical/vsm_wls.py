@@ -53,6 +53,9 @@ def _saliency(x: Tensor) -> Tensor:
 class VSMWLSFusion(ClassicalFusion):
     """VSM-WLS (Ma et al., IPT 2017); defaults are the authors' released parameters."""
 
+    onnx_unsupported = ("its visual saliency maps are 8-bit histograms computed in NumPy, outside the PyTorch "
+                        "graph an exporter traces")
+
     def __init__(self, levels: int = 4, sigma_s: float = 2.0, sigma_r: float = 0.05, iterations: int = 4,
                  lam: float = 0.01, window: int = 7) -> None:
         super().__init__()
