@@ -27,7 +27,7 @@ from mlfuse.fuse import (
     resolve_device,
 )
 from mlfuse.progress import show_bars
-from mlfuse.registry import create_model, get_card
+from mlfuse.registry import create_model, get_card, model_for_weights
 from mlfuse.shard import shard_device
 
 
@@ -40,7 +40,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_source_options(p)
     p.add_argument("-o", "--output", required=True, metavar="PATH",
                    help="output file (one pair) or folder (folders)")
-    p.add_argument("--model", default="mlfuse", help="registered method (see `mlfuse models`)")
+    p.add_argument("--model", default=None, help="registered method (see `mlfuse models`; default: the method "
+                   "of the --weights release, else mlfuse)")
     p.add_argument("--weights", default="default", help="checkpoint file or release name (default: the model's)")
     p.add_argument("--task", default=None, metavar="TASK",
                    help="model variant for methods that have several, e.g. cddfuse: ivf (default), mif "
@@ -154,8 +155,8 @@ def run(args: argparse.Namespace) -> int:
             pairing = pair_folders(s_path, f_path)
             refuse_existing(existing_outputs(pairing, out, args.ext), len(pairing.pairs), out)
     device = resolve_device(args.device) if shard is None else shard_device(args.device, shard)
-    model = create_model(args.model, weights=args.weights, device=device,
-                         **task_option(args.model, args.task))
+    name = args.model or model_for_weights(args.weights) or "mlfuse"  # a release knows its model
+    model = create_model(name, weights=args.weights, device=device, **task_option(name, args.task))
     if args.fast:
         from mlfuse.fastpath import optimize_for_inference
 

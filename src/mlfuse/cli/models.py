@@ -1,10 +1,10 @@
-"""``mlfuse models``: the registered methods with their roles, size rules and weights."""
+"""``mlfuse models``: the registered methods with their roles, size rules, weights and releases."""
 
 from __future__ import annotations
 
 import argparse
 
-from mlfuse.registry import get_card, list_models
+from mlfuse.registry import get_card, list_models, releases_of
 from mlfuse.weights.store import release_state
 
 
@@ -17,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
     for name in list_models():
         card = get_card(name)
         if card.default_weights is None:
-            weights = "none by default (pass --weights)" if card.needs_weights else "not needed"
+            weights = "none by default (pass --weights RELEASE or FILE)" if card.needs_weights else "not needed"
         else:
             state = release_state(card.default_weights) if card.default_weights in card.releases else "file"
             weights = f"{card.default_weights} ({state})"
@@ -25,4 +25,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  roles: structural={'/'.join(card.structural)}  functional={'/'.join(card.functional)}")
         print(f"  min size {card.min_size[0]}x{card.min_size[1]}, multiple of {card.size_multiple}; "
               f"output rule {card.output_rule}; default weights: {weights}")
+        if card.needs_weights:
+            rels = releases_of(name)
+            listed = ", ".join(f"{r.name}{' [task ' + r.task + ']' if r.task else ''} ({release_state(r.name)})"
+                               for r in rels)
+            print(f"  releases: {listed or 'none'}")
     return 0

@@ -63,9 +63,12 @@ def _data_lines(entries: list[dict[str, Any]]) -> list[str]:
 
 
 def package_run(run_dir: str | Path, out: str | Path, *, name: str, hardware: str | None = None,
-                command: str | None = None, overwrite: bool = False) -> tuple[Path, Path]:
+                command: str | None = None, overwrite: bool = False, install: bool = False) -> tuple[Path, Path]:
     """Write ``out`` (safetensors: the run's final weights, metadata extended with ``release``) and
-    ``out`` with suffix ``.md`` (the model card). Returns both paths."""
+    ``out`` with suffix ``.md`` (the model card). Returns both paths.
+
+    ``install``: also copy the weights into the weights cache as release ``name`` (unless a registered
+    release has that name), so ``create_model(method, weights=name)``, as the card shows, finds them."""
     from safetensors import safe_open
     from safetensors.torch import save
 
@@ -99,7 +102,8 @@ def package_run(run_dir: str | Path, out: str | Path, *, name: str, hardware: st
         "",
         f"- file: `{out.name}` ({len(payload):,} bytes, {n_params:,} float values incl. BatchNorm buffers)",
         f"- sha256: `{sha}`",
-        f"- method: `{method}` (build with `mlfuse.create_model(\"{method}\", weights=\"{name}\")`)",
+        f"- method: `{method}` (build with `mlfuse.create_model(\"{method}\", weights=\"{name}\")` where the "
+        f"release is packaged or installed, `mlfuse weights package` installs it; else `weights=` the file's path)",
         f"- epochs: {done} of the recipe's {default_epochs}; steps: {meta.get('steps', '?')}",
         f"- hardware: {hardware or machine_description()}",
         f"- wall time: {wall / 3600:.2f} h ({wall:.0f} s, training and validation)" if wall is not None
@@ -135,4 +139,11 @@ def package_run(run_dir: str | Path, out: str | Path, *, name: str, hardware: st
     card = out.with_suffix(".md")
     text = "\n".join(lines)
     atomic_write(card, lambda fh: fh.write(text.encode()), overwrite=overwrite)
+    if install:
+        from mlfuse.weights.store import _RELEASES, _load_all, install_local
+
+        _load_all()
+        if name not in _RELEASES:  # a registered release (e.g. one being packaged for shipping) is not shadowed
+            install_local(out, name, method, description=f"{method} weights packaged from {run}",
+                          overwrite=overwrite)
     return out, card

@@ -21,6 +21,44 @@ from mlfuse.errors import CheckpointError
 _WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "net", "params")
 
 
+def looks_like_safetensors(path: str | Path) -> bool:
+    """True if the file starts like safetensors (8-byte little-endian header length, then a JSON object),
+    whatever its suffix."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+        size = Path(path).stat().st_size
+    except OSError:
+        return False
+    return len(head) == 9 and 0 < int.from_bytes(head[:8], "little") < size and head[8:9] == b"{"
+
+
+def load_raw(path: str | Path) -> tuple[object, dict[str, str]]:
+    """The object stored in a checkpoint file (``torch.load(weights_only=True)``; safetensors: its flat
+    dict) and the safetensors metadata (``{}`` for PyTorch files). One-line :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: checkpoint file is empty (0 bytes)")
+    if path.suffix == ".safetensors" or looks_like_safetensors(path):
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as fh:
+                return {k: fh.get_tensor(k) for k in fh.keys()}, dict(fh.metadata() or {})
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True), {}
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
+    except Exception as exc:  # weights_only refusals are UnpicklingError subclasses
+        raise CheckpointError(
+            f"{path}: refused to load: it is not a plain tensor checkpoint ({_refusal_reason(exc)})"
+        ) from None
+
+
 def read_checkpoint(path: str | Path, convert: Callable[[object], Mapping[str, torch.Tensor] | None] | None = None
                     ) -> dict[str, torch.Tensor]:
     """Read a checkpoint file into a flat ``{key: tensor}`` dict on the CPU, without unpickling code.
@@ -29,26 +67,14 @@ def read_checkpoint(path: str | Path, convert: Callable[[object], Mapping[str, t
     state_dict, or ``None`` to fall back to the generic layouts of :func:`extract_state_dict`.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: checkpoint file is empty (0 bytes)")
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+    obj, _ = load_raw(path)
+    return to_state_dict(obj, path, convert)
 
-        try:
-            return load_file(str(path), device="cpu")
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
-    except Exception as exc:  # weights_only refusals are UnpicklingError subclasses
-        raise CheckpointError(
-            f"{path}: refused to load: it is not a plain tensor checkpoint ({_refusal_reason(exc)})"
-        ) from None
+
+def to_state_dict(obj: object, path: str | Path = "<checkpoint>",
+                  convert: Callable[[object], Mapping[str, torch.Tensor] | None] | None = None
+                  ) -> dict[str, torch.Tensor]:
+    """A loaded checkpoint object -> flat state_dict (the model's ``convert`` first, then the generic layouts)."""
     if convert is not None:
         try:
             converted = convert(obj)

@@ -7,10 +7,15 @@ from mlfuse.weights.store import WeightsRelease, register_release
 
 PAPER_RELEASE = register_release(WeightsRelease(
     name="mlfuse-paper",
-    url="https://github.com/jialei-sc/MLFuse/raw/main/model/model_fuse.pth",
+    url="https://raw.githubusercontent.com/jialei-sc/MLFuse/f40dccbbca79de063dbec44169beacfffbca7bc4/model/model_fuse.pth",
     sha256="9b3133d60710d5dc1b73777d2719de6d5940e9140140dead58a06d421fd489ed",
+    blob="c1d51401b3564e66023d9e445f0279bfe2bbb48c",
+    size=490_838,
     filename="model_fuse.pth",
     description="MLFuse authors' released checkpoint (epoch 500, RoadScene + Harvard mixture)",
+    model="mlfuse",
+    source="github.com/jialei-sc/MLFuse @ f40dccb, model/model_fuse.pth",
+    trained_on="RoadScene + Harvard medical (the authors' unpublished split)",
 ))
 
 OWN_RELEASE = register_release(WeightsRelease(
@@ -20,6 +25,9 @@ OWN_RELEASE = register_release(WeightsRelease(
     filename="mlfuse-own-v1.safetensors",
     description="mlfuse's own MLFuse weights (mlfuse train, authors' recipe, short CPU schedule; see the model card)",
     packaged="models/mlfuse/weights/mlfuse-own-v1.safetensors",
+    model="mlfuse",
+    source="this project (`mlfuse train`), shipped in the package",
+    trained_on="RoadScene (180 DIDFuse training names) + Harvard train splits",
 ))
 
 CARD = register_model(ModelCard(
