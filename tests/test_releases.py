@@ -102,6 +102,9 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def test_every_release_fetches_verifies_and_fuses(served: dict[str, Path], pair, tmp_path, capsys) -> None:
     a, b = pair
     assert set(TABLE) <= set(served)
+    assert main(["weights", "fetch", "cddfuse-ivf", "-q"]) == 0  # the README's commands
+    assert main(["weights", "fetch", "emma", "--url", served["emma"].as_uri(), "-q"]) == 0  # offline copy
+    capsys.readouterr()
     assert main(["weights", "fetch", "all", "-q"]) == 0
     printed = capsys.readouterr().out.split()
     assert printed == [str(release_path(n)) for n in served]
