@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mlfuse.data.sample import write_sample
+from mlfuse.data.sample import write_sample, write_scenes
+from mlfuse.errors import MLFuseError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,10 +18,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("folder", help="where to write the images (created if missing)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    p.add_argument("--scenes", type=int, metavar="N",
+                   help="instead: N labelled street scenes (MSRS layout: masks, YOLO boxes) for `mlfuse downstream`")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.scenes is not None:
+        if args.scenes < 2:
+            raise MLFuseError(f"--scenes {args.scenes}: need at least 2 (a train and a test scene)")
+        root = write_scenes(args.folder, args.scenes, overwrite=args.overwrite)
+        print(f"{root}: {args.scenes} labelled scenes (train/, test/, classes.txt, seg_classes.txt)", file=sys.stderr)
+        return 0
     for path in write_sample(args.folder, overwrite=args.overwrite):
         print(path, file=sys.stderr)
     return 0

@@ -138,3 +138,189 @@ def write_sample(folder: str | Path, *, overwrite: bool = False) -> tuple[Path, 
     folder = Path(folder)
     return (write_image(vis, folder / "vis.png", overwrite=overwrite),
             write_image(ir, folder / "ir.png", overwrite=overwrite))
+
+
+# --------------------------------------------------------------------------- labelled scenes
+#
+# Street scenes with per-pixel classes and boxes, for the downstream (segmentation/detection) protocol.
+# The two modalities are made complementary on purpose, as in MSRS/M3FD: people are warm (bright in
+# infrared) but often stand in shadow or at night (nearly invisible in the visible image); parked cars
+# and bicycles are colourful in the visible image but at the temperature of the road (faint in
+# infrared). A task network trained on either modality alone misses part of the targets; a fused
+# image that keeps both should do better than the weaker modality.
+
+#: segmentation classes of the scenes (MSRS's indices for the classes they share)
+SCENE_SEG_CLASSES = ("unlabelled", "car", "person", "bike")
+#: detection classes of the scenes (the MSRS detection labels' order)
+SCENE_DET_CLASSES = ("person", "bicycle", "car")
+SCENE_SIZE = (128, 160)  # (height, width)
+_SEG_INDEX = {"car": 1, "person": 2, "bike": 3}
+_DET_INDEX = {"person": 0, "bike": 1, "car": 2}
+
+
+def _disk(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, r: float) -> np.ndarray:
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+def _segment(yy: np.ndarray, xx: np.ndarray, p: tuple[float, float], q: tuple[float, float],
+             width: float) -> np.ndarray:
+    """Pixels within ``width / 2`` of the segment p-q (points as (y, x))."""
+    py, px = p
+    dy, dx = q[0] - py, q[1] - px
+    t = np.clip(((yy - py) * dy + (xx - px) * dx) / max(dy * dy + dx * dx, 1e-9), 0, 1)
+    return (yy - py - t * dy) ** 2 + (xx - px - t * dx) ** 2 <= (width / 2) ** 2
+
+
+def _car_shape(yy: np.ndarray, xx: np.ndarray, foot: int, cx: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """(whole car, cabin) masks of a side-view car whose wheels touch row ``foot``."""
+    hb = length * 0.28
+    body = (np.abs(xx - cx) < length / 2) & (yy > foot - hb - length * 0.06) & (yy <= foot - length * 0.06)
+    cabin = (np.abs(xx - cx + length * 0.04) < length * 0.3) & (yy > foot - hb - length * 0.24) & (
+        yy <= foot - hb - length * 0.06)
+    r = length * 0.1
+    wheels = _disk(yy, xx, foot - r, cx - length * 0.3, r) | _disk(yy, xx, foot - r, cx + length * 0.3, r)
+    return body | cabin | wheels, cabin
+
+
+def _bike_shape(yy: np.ndarray, xx: np.ndarray, foot: int, cx: int, length: int) -> np.ndarray:
+    r = length * 0.22
+    back, front = (foot - r, cx - length * 0.28), (foot - r, cx + length * 0.28)
+    rings = np.zeros(yy.shape, bool)
+    for cy_, cx_ in (back, front):
+        d = np.sqrt((yy - cy_) ** 2 + (xx - cx_) ** 2)
+        rings |= np.abs(d - r) <= max(1.0, length * 0.035)
+    seat, bar = (foot - 2.1 * r, cx - length * 0.1), (foot - 2.3 * r, cx + length * 0.2)
+    w = max(1.5, length * 0.06)
+    frame = (_segment(yy, xx, back, seat, w) | _segment(yy, xx, seat, (foot - r, cx), w)
+             | _segment(yy, xx, (foot - r, cx), front, w) | _segment(yy, xx, seat, bar, w)
+             | _segment(yy, xx, bar, front, w))
+    return rings | frame
+
+
+def _box(mask: np.ndarray) -> tuple[float, float, float, float]:
+    """Tight corner box (x0, y0, x1, y1) of a mask, continuous coordinates (pixel i spans [i, i+1])."""
+    ys, xs = np.nonzero(mask)
+    return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
+
+
+def render_scene(seed: int, size: tuple[int, int] = SCENE_SIZE) -> dict:
+    """One labelled street scene, deterministic for ``seed``.
+
+    Returns a dict: ``vis`` (H x W x 3 uint8), ``ir`` (H x W uint8), ``mask`` (H x W uint8, classes
+    of :data:`SCENE_SEG_CLASSES`), ``boxes`` (list of (class of :data:`SCENE_DET_CLASSES`, x0, y0,
+    x1, y1) in pixels) and ``night`` (bool)."""
+    rng = np.random.default_rng([2026, seed])
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    horizon = int(h * rng.uniform(0.3, 0.42))
+    night = bool(rng.random() < 0.4)
+
+    t = yy / max(horizon, 1)
+    vis = np.stack([90 + 110 * t, 110 + 70 * t, 170 - 20 * t], -1)
+    vis += 25 * (_value_noise(rng, h, w, 16)[..., None] - 0.5)
+    ir = 25 + 15 * _value_noise(rng, h, w, 24)
+    ground = yy >= horizon
+    road_tex = _value_noise(rng, h, w, 3)
+    grass = ground & (np.abs(xx - w / 2) > (yy - horizon) * 1.6 + 25)
+    vis[ground] = np.stack([85 + 30 * road_tex] * 3, -1)[ground]
+    vis[grass] = np.stack([60 + 40 * road_tex, 90 + 50 * road_tex, 45 + 20 * road_tex], -1)[grass]
+    ir_road = 120 + 14 * road_tex
+    ir[ground] = ir_road[ground]
+    ir[grass] = (100 + 14 * road_tex)[grass]
+    # buildings on the horizon: texture in both modalities, no label
+    x = 0
+    while x < w:
+        bw = int(rng.integers(w // 8, w // 4))
+        top = int(rng.integers(max(2, horizon // 4), max(3, horizon - 4)))
+        bld = (xx >= x) & (xx < x + bw) & (yy >= top) & (yy < horizon)
+        tone = rng.uniform(0.5, 1.0)
+        vis[bld] = np.array([150, 90, 70]) * tone
+        ir[bld] = 60 + 30 * tone
+        for wy in range(top + 3, horizon - 4, 8):
+            for wx in range(x + 3, x + bw - 4, 7):
+                win = (yy >= wy) & (yy < wy + 4) & (xx >= wx) & (xx < wx + 3)
+                lit = rng.random() < 0.4
+                vis[win] = (250, 220, 130) if lit else (30, 35, 50)
+                ir[win] = 105 if lit else 55
+        x += bw + int(rng.integers(2, 10))
+
+    mask = np.zeros((h, w), np.uint8)
+    instance = np.zeros((h, w), np.int32)  # which object each pixel shows (0: none)
+    n_obj = int(rng.integers(2, 6))
+    kinds = rng.choice(["person", "car", "bike"], size=n_obj, p=[0.45, 0.3, 0.25])
+    objects = []
+    for kind in kinds:
+        foot = int(rng.integers(horizon + (h - horizon) // 5, h - 2))
+        depth = (foot - horizon) / (h - horizon)  # 0 at the horizon, 1 at the bottom: nearer is larger
+        scale = 0.45 + 0.75 * depth
+        cx = int(rng.integers(w // 10, w - w // 10))
+        objects.append((foot, kind, cx, scale))
+    for k, (foot, kind, cx, scale) in enumerate(sorted(objects), 1):  # far to near: nearer ones occlude
+        if kind == "person":
+            height = int(h * 0.42 * scale)
+            shape = _person(h, w, foot, cx, height)
+            in_shadow = night or rng.random() < 0.55
+            cloth = rng.uniform(30, 230, 3)
+            # in shadow: a shade darker than what stands behind, hard to tell apart in the visible image
+            vis[shape] = vis[shape] * 0.8 if in_shadow else cloth
+            ir[shape] = 215 + 25 * _value_noise(rng, h, w, 4)[shape]  # always warm
+        elif kind == "car":
+            length = int(w * 0.32 * scale)
+            shape, cabin = _car_shape(yy, xx, foot, cx, length)
+            paint = np.array([(200, 30, 30), (30, 60, 200), (230, 200, 40), (235, 235, 235), (30, 160, 70)][
+                rng.integers(0, 5)], float)
+            vis[shape] = paint
+            vis[cabin] = (60, 70, 85)
+            running = rng.random() < 0.35
+            if running:  # a warm engine and tyres
+                ir[shape] = 165
+                ir[cabin] = 140
+            else:  # parked: the road's temperature, a faint outline only
+                ir[shape] = ir_road[shape] + rng.uniform(-6, 6)
+        else:
+            length = int(w * 0.2 * scale)
+            shape = _bike_shape(yy, xx, foot, cx, length)
+            vis[shape] = np.array([(20, 20, 20), (200, 40, 40), (40, 80, 220)][rng.integers(0, 3)], float)
+            ir[shape] = ir_road[shape] - 8  # cool metal, close to the road
+        mask[shape] = _SEG_INDEX[kind]
+        instance[shape] = k
+    # a box spans what stays visible of its object; objects hidden down to a few pixels get none
+    boxes = [(_DET_INDEX[kind], *_box(instance == k))
+             for k, (_f, kind, _c, _s) in enumerate(sorted(objects), 1) if (instance == k).sum() >= 12]
+
+    if night:
+        vis *= 0.25
+    vis *= (1.0 - 0.3 * np.clip((yy - horizon) / (h - horizon), 0, 1))[..., None]
+    vis += rng.normal(0, 6 if night else 3, vis.shape)
+    ir = _blur3(ir + rng.normal(0, 2.5, ir.shape))
+    return {"vis": np.clip(np.rint(vis), 0, 255).astype(np.uint8),
+            "ir": np.clip(np.rint(ir), 0, 255).astype(np.uint8),
+            "mask": mask, "boxes": boxes, "night": night}
+
+
+def write_scenes(folder: str | Path, count: int = 64, *, test_fraction: float = 0.25,
+                 size: tuple[int, int] = SCENE_SIZE, overwrite: bool = False) -> Path:
+    """Write ``count`` labelled scenes in the MSRS layout: ``{train,test}/{vi,ir,Segmentation_labels}``
+    PNGs, ``{train,test}/labels/*.txt`` (YOLO ``class cx cy w h``), ``classes.txt`` (detection) and
+    ``seg_classes.txt``. Scene ``i`` is ``render_scene(i)``; the last ``test_fraction`` go to test."""
+    from mlfuse.data.io import atomic_write, write_image
+
+    root = Path(folder)
+    n_test = max(1, round(count * test_fraction))
+    h, w = size
+    for i in range(count):
+        split = "test" if i >= count - n_test else "train"
+        s = render_scene(i, size)
+        name = f"{i:05d}"
+        write_image(s["vis"], root / split / "vi" / f"{name}.png", overwrite=overwrite)
+        write_image(s["ir"], root / split / "ir" / f"{name}.png", overwrite=overwrite)
+        write_image(s["mask"], root / split / "Segmentation_labels" / f"{name}.png", overwrite=overwrite)
+        lines = [f"{c} {(x0 + x1) / 2 / w:.6f} {(y0 + y1) / 2 / h:.6f} {(x1 - x0) / w:.6f} {(y1 - y0) / h:.6f}"
+                 for c, x0, y0, x1, y1 in s["boxes"]]
+        text = "\n".join(lines) + ("\n" if lines else "")
+        atomic_write(root / split / "labels" / f"{name}.txt", lambda fh, t=text: fh.write(t.encode()),
+                     overwrite=overwrite)
+    for fname, names in (("classes.txt", SCENE_DET_CLASSES), ("seg_classes.txt", SCENE_SEG_CLASSES)):
+        text = "".join(f"{n}\n" for n in names)
+        atomic_write(root / fname, lambda fh, t=text: fh.write(t.encode()), overwrite=overwrite)
+    return root
