@@ -49,19 +49,30 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> CUDA if available, else MPS, else CPU; an unavailable explicit choice is an error."""
+    """``auto`` -> CUDA if available, else MPS, else CPU; ``cuda:N`` picks the N-th GPU; an unavailable
+    explicit choice is an error."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    kind, sep, index = str(name).partition(":")
+    if kind == "cuda" and sep:
+        if not index.isdigit():
+            raise MLFuseError(f"--device {name}: expected cuda:N with N a GPU index (0, 1, ...)")
+        if not torch.cuda.is_available():
+            raise MLFuseError(f"--device {name}: CUDA is not available (no GPU, or a CPU-only PyTorch build)")
+        count = torch.cuda.device_count()
+        if int(index) >= count:
+            raise MLFuseError(f"--device {name}: no such GPU ({count} visible: cuda:0 to cuda:{count - 1})")
+        return torch.device("cuda", int(index))
     if name == "cuda" and not torch.cuda.is_available():
         raise MLFuseError("--device cuda: CUDA is not available (no GPU, or a CPU-only PyTorch build)")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise MLFuseError("--device mps: Apple MPS is not available on this machine")
     if name not in DEVICES:
-        raise MLFuseError(f"unknown device '{name}' (choose from {', '.join(DEVICES)})")
+        raise MLFuseError(f"unknown device '{name}' (choose from {', '.join(DEVICES)}, cuda:N)")
     return torch.device(name)
 
 

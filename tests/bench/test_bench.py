@@ -161,6 +161,16 @@ def test_efficiency_in_a_fresh_process():
     assert "no such weights file" in bad.error
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="VmHWM is Linux's")
+def test_cpu_peak_is_the_methods_own_even_under_a_large_parent():
+    """A child inherits its parent's ru_maxrss across fork + exec: measured that way, the growth was 0."""
+    big = np.ones(400 * 2**20 // 8)  # the parent peaks at > 400 MB (a bench holding images, models, ...)
+    del big
+    eff = measure_isolated("average", None, {}, "avg", (1024, 1024), 1, 1)
+    # average on 1024 x 1024 float32: two inputs' float copies and the output, 4 MB each, at the least
+    assert eff.error is None and eff.cpu_peak_mb is not None and 4 <= eff.cpu_peak_mb < 400
+
+
 def test_config_files(tmp_path, dataset):
     (tmp_path / "names.csv").write_text("split,file\ntest,10.png\ntrain,1.png\ntest,2.jpg\n")
     (tmp_path / "bench.toml").write_text(f"""
@@ -232,3 +242,63 @@ def test_cli(dataset, tmp_path, capsys):
     assert not (out / "figures" / "syn_1.png").exists()  # a regenerated page keeps no stale figure
     assert main(["bench", "-m", "average", "-o", str(out)]) == 2
     assert "no datasets" in capsys.readouterr().err
+
+
+def test_efficiency_only_updates_the_page_and_leaves_the_tables(dataset, tmp_path, capsys):
+    cfg = _config(dataset, tmp_path, ["average", "max"])
+    assert main(["bench", "-d", f"syn={dataset}", "-m", "average", "-o", str(cfg.out), "--efficiency-only", "-q"]) == 2
+    assert "no results page to update" in capsys.readouterr().err
+    run_bench(cfg, quiet=True)
+    tables = {p: p.read_bytes() for p in (cfg.out / "tables").iterdir()}
+    head = (cfg.out / "README.md").read_text()
+    cfg.isolate, cfg.size, cfg.repeats = False, (16, 16), 1
+    rows = runner.update_efficiency(cfg, quiet=True)
+    assert [r.label for r in rows] == ["average", "max"] and all(r.cpu_s is not None for r in rows)
+    page = (cfg.out / "README.md").read_text()
+    assert page.startswith(head.rstrip()) and "## Efficiency" in page and "Measured " in page
+    assert "| average | 0 | n/a |" in (cfg.out / "efficiency.md").read_text()
+    doc = json.loads((cfg.out / "bench.json").read_text())
+    assert len(doc["efficiency"]) == 2 and doc["efficiency_measured"]["machine"]["cpu"]
+    assert {p: p.read_bytes() for p in (cfg.out / "tables").iterdir()} == tables
+    runner.update_efficiency(cfg, quiet=True)  # a second update replaces the section, never appends one
+    assert (cfg.out / "README.md").read_text().count("## Efficiency") == 1
+
+
+def test_bench_keeps_inf_and_nan_per_image_and_never_crashes(tmp_path):
+    """A fused image equal to both (equal) sources has PSNR +inf: the reference code's own value."""
+    root = tmp_path / "same"
+    rng = np.random.default_rng(2)
+    for sub in ("vi", "ir"):
+        (root / sub).mkdir(parents=True)
+    for name in ("1", "2"):
+        img = rng.integers(0, 256, (20, 28), dtype=np.uint8)
+        Image.fromarray(img).save(root / "vi" / f"{name}.png")
+        Image.fromarray(img if name == "1" else np.roll(img, 2, 1)).save(root / "ir" / f"{name}.png")
+    cfg = BenchConfig(methods=[MethodSpec.parse("average")], datasets=[DatasetSpec("same", root)],
+                      out=tmp_path / "out", cache=tmp_path / "cache", profiles=["cddfuse"],
+                      metrics={"cddfuse": ["PSNR", "EN"]}, efficiency=False, tile=32)
+    result = run_bench(cfg, quiet=True)
+    psnr = {r["name"]: r["PSNR"] for r in result.datasets[0].reports["cddfuse"].rows}
+    assert psnr["1"] == float("inf") and np.isfinite(psnr["2"])
+    md = (cfg.out / "tables" / "same.cddfuse.md").read_text()
+    assert "(1 excl.)" in md and "left out of that mean" in md
+    summary = json.loads((cfg.out / "bench.json").read_text())["datasets"][0]["summary"]["cddfuse"]["average"]
+    assert summary["PSNR"]["excluded"] == 1 and summary["PSNR"]["mean"] == pytest.approx(psnr["2"])
+    assert "inf" in (cfg.out / "tables" / "same.cddfuse.per_image.csv").read_text()
+
+
+def test_bench_writes_finished_datasets_when_a_later_one_fails(dataset, tmp_path, monkeypatch):
+    cfg = _config(dataset, tmp_path, ["average"])
+    cfg.datasets = [DatasetSpec("first", dataset), DatasetSpec("second", dataset)]
+    real = runner._evaluate_dataset
+
+    def fail_second(ds, *args, **kwargs):
+        if ds.spec.name == "second":
+            raise KeyboardInterrupt
+        return real(ds, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "_evaluate_dataset", fail_second)
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(cfg, quiet=True)
+    assert (cfg.out / "tables" / "first.cddfuse.md").is_file()
+    assert "not completed: the run was interrupted" in (cfg.out / "README.md").read_text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -181,10 +182,139 @@ def test_resume_from_a_checkpoint_at_an_epochs_last_step(tiny_set, tmp_path, ref
     assert r.returncode == 0, r.stderr
     state = torch.load(out / "last.pt", weights_only=True)["state"]
     assert (state["step"], state["epoch"], state["iteration"]) == (2, 0, 2)
+    # as if killed during epoch 1's validation: its epochs.csv / val.csv rows are written, its checkpoint is not
+    (out / "epochs.csv").write_text((reference_run / "epochs.csv").read_text().splitlines()[0] + "\n"
+                                    + (reference_run / "epochs.csv").read_text().splitlines()[1] + "\n")
+    (out / "val.csv").write_text("epoch,step,VIF\n1,2,0.5\n")
     r = _cli(tiny_set, out, "--resume")
     assert r.returncode == 0, r.stderr
     a, b = _weights(reference_run), _weights(out)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    epochs = [line.split(",")[:3] for line in (out / "epochs.csv").read_text().splitlines()]
+    assert epochs == [line.split(",")[:3] for line in (reference_run / "epochs.csv").read_text().splitlines()]
+    assert (out / "val.csv").read_text().splitlines() == ["epoch,step,VIF"]  # truncated to the checkpoint
+
+
+def _train(tiny_set: Path, out: Path, *extra: str) -> int:
+    return main(["train", "mlfuse", "--data", str(tiny_set), "--out", str(out), "--batch-size", "4", "--epochs", "2",
+                 "--seed", "7", "-q", *[a for s in TINY for a in ("--set", s)], *extra])
+
+
+def test_settings_are_validated_up_front(tiny_set, tmp_path, capsys):
+    out = tmp_path / "run"
+    for extra, words in ((["--set", "loss_weights.foo=1"], "unknown setting 'loss_weights.foo'"),
+                         (["--set", "epochs=abc"], "'epochs' must be an integer"),
+                         (["--batch-size", "0"], "'batch_size' must be >= 1"),
+                         (["--batch-size", "-2"], "'batch_size' must be >= 1"),
+                         (["--epochs", "0"], "'epochs' must be >= 1"),
+                         (["--set", "lr=-1"], "'lr' must be > 0"),
+                         (["--set", "crop=400"], "crop 400 is larger than the training image")):
+        assert _train(tiny_set, out, *extra) == 2, extra
+        err = capsys.readouterr().err
+        assert words in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert not out.exists(), f"{extra}: a run that cannot start left {sorted(out.iterdir())}"
+    f = tmp_path / "c.toml"
+    f.write_text("[loss_weights]\nssd = 2\nfoo = 1\n")
+    with pytest.raises(MLFuseError, match=re.escape("unknown setting 'loss_weights.foo'")):
+        build_config(get_recipe("mlfuse").defaults, file=f)
+    assert build_config(get_recipe("mlfuse").defaults, sets=["model_options.x=1"]).model_options == {"x": 1}
+
+
+def test_small_set_trains_with_a_capped_batch_and_a_failed_start_leaves_nothing(tiny_set, tmp_path, capsys,
+                                                                                monkeypatch):
+    out = tmp_path / "small"
+    assert _train(tiny_set, out, "--batch-size", "16", "--epochs", "1", "--set", "checkpoint_every=0") == 0
+    err = capsys.readouterr().err
+    assert "the training set has 8 items, fewer than one batch of 16: training with batch size 8" in err
+    assert json.loads((out / "config.json").read_text())["batch_size"] == 8
+    assert len((out / "steps.csv").read_text().splitlines()) == 1 + 1 and (out / "model.safetensors").is_file()
+    # a run that fails during its first epoch (before any checkpoint) removes the folder it created
+    recipe = get_recipe("mlfuse")
+
+    def boom(*args, **kwargs):
+        raise MLFuseError("synthetic failure in the first step")
+
+    monkeypatch.setattr(recipe, "losses", boom)
+    assert _train(tiny_set, tmp_path / "failed", "--epochs", "1") == 2
+    assert "synthetic failure" in capsys.readouterr().err and not (tmp_path / "failed").exists()
+
+
+def test_fresh_run_refuses_a_non_empty_folder(tiny_set, tmp_path, capsys):
+    out = tmp_path / "used"
+    out.mkdir()
+    (out / "steps.csv").write_text("step,epoch\n1,0\n")  # e.g. a run killed before its first checkpoint
+    assert _train(tiny_set, out) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert (out / "steps.csv").read_text() == "step,epoch\n1,0\n"
+
+
+def test_resume_refuses_changed_schedule_and_optimiser_settings(tiny_set, reference_run, tmp_path, capsys):
+    before = {p.name: p.read_bytes() for p in reference_run.iterdir() if p.is_file()}
+    assert _train(tiny_set, reference_run, "--resume", "--epochs", "3", "--set", "lr=2e-4") == 2
+    err = capsys.readouterr().err
+    assert "cannot resume with changed settings" in err and "epochs 2 -> 3" in err and "lr 0.0001 -> 0.0002" in err
+    assert {p.name: p.read_bytes() for p in reference_run.iterdir() if p.is_file()} == before
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(reference_run, copy)  # where and how it logs may change: e.g. validation, a step limit
+    assert _train(tiny_set, copy, "--resume", "--set", "val_every=1", "--set", "max_steps=4") == 0
+
+
+def test_unusable_checkpoints_are_one_line(tiny_set, reference_run, tmp_path, capsys):
+    import pickle
+    import shutil
+
+    good = torch.load(reference_run / "last.pt", weights_only=True)
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    cases = {
+        "truncated": lambda p: p.write_bytes((reference_run / "last.pt").read_bytes()[:5000]),
+        "foreign": lambda p: torch.save({"epoch": 500, "model": good["model"]}, p),
+        "other recipe": lambda p: torch.save({**good, "recipe": "cddfuse"}, p),
+        "malicious": lambda p: p.write_bytes(pickle.dumps({"state": Payload()})),
+        "damaged state": lambda p: torch.save({**good, "state": {"epoch": "x"}}, p),
+    }
+    words = {"truncated": "truncated or not a PyTorch file", "foreign": "not a checkpoint written by mlfuse train",
+             "other recipe": "recipe 'cddfuse', not 'mlfuse'", "malicious": "refused, never unpickled",
+             "damaged state": "damaged checkpoint"}
+    for name, write in cases.items():
+        run = tmp_path / name.replace(" ", "_")
+        shutil.copytree(reference_run, run)
+        write(run / "last.pt")
+        assert _train(tiny_set, run, "--resume") == 2, name
+        err = capsys.readouterr().err
+        assert words[name] in err and str(run / "last.pt") in err, (name, err)
+        assert len(err.strip().splitlines()) == 1 and "weights_only=False" not in err, err
+    assert not marker.exists()
+
+
+def test_device_cuda_n_is_accepted_by_the_resolver_and_the_trainer(tiny_set, tmp_path, monkeypatch, capsys):
+    import mlfuse.train.trainer as T
+    from mlfuse.fuse import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1) and resolve_device("cuda:0").index == 0
+    for bad, words in (("cuda:2", "no such GPU (2 visible"), ("cuda:x", "expected cuda:N")):
+        with pytest.raises(MLFuseError, match=re.escape(words)):
+            resolve_device(bad)
+    seen = []
+
+    def stop(device):
+        seen.append(device)
+        raise MLFuseError("stopped before training")
+
+    monkeypatch.setattr(T, "init_distributed", stop)
+    assert _train(tiny_set, tmp_path / "gpu", "--device", "cuda:1") == 2
+    assert seen == [torch.device("cuda", 1)] and "stopped before training" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _train(tiny_set, tmp_path / "gpu", "--device", "cuda:1") == 2
+    assert "CUDA is not available" in capsys.readouterr().err and not (tmp_path / "gpu").exists()
 
 
 def test_mlfuse_finalize_gives_the_output_the_sources_polarity(tiny_set, official_weights):

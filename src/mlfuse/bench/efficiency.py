@@ -9,9 +9,12 @@
   two warm-up calls, under ``inference_mode``, on the CPU and, if present, on the GPU
   (synchronised). It is the method's own computation: no image I/O, colour or output rule;
 * peak memory: on the GPU ``torch.cuda.max_memory_allocated`` during the timed calls; on the CPU
-  the growth of the process's peak resident set from just before the first call to the end of the
-  timed ones, measured in a fresh process per method (``isolate=True``); in-process it would only
-  be a lower bound and is not reported.
+  the peak resident set during the calls minus the resident set just before them, measured in a fresh
+  process per method (``isolate=True``); in-process it would only be a lower bound and is not reported.
+  On Linux the peak is the process's own ``VmHWM`` (``/proc/self/status``), reset to the current
+  resident set just before the first call (``/proc/self/clear_refs``), so neither the imports nor the
+  parent's peak count: ``getrusage``'s ``ru_maxrss`` is inherited across fork + exec, so a child of a
+  large parent would report 0 growth. Elsewhere ``ru_maxrss`` growth is the fallback.
 """
 
 from __future__ import annotations
@@ -74,6 +77,49 @@ def _time(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int
     return statistics.median(times)
 
 
+_STATUS = Path("/proc/self/status")
+
+
+def _status_kb(field: str) -> int | None:
+    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``), or None where there is none."""
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's ``VmHWM`` to its current resident set (Linux >= 4.0); False if not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class PeakRSS:
+    """Peak resident-set growth (MB) of this process between :meth:`start` and :meth:`stop`; ``None`` when
+    it cannot be measured (the process peaked higher earlier and the peak cannot be reset)."""
+
+    def start(self) -> None:
+        self.reset = _reset_peak_rss()
+        self.rss0, self.hwm0 = _status_kb("VmRSS"), _status_kb("VmHWM")
+        self.ru0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def stop(self) -> float | None:
+        hwm = _status_kb("VmHWM")
+        if self.rss0 is not None and hwm is not None and self.hwm0 is not None:
+            if self.reset or hwm > self.hwm0:
+                return max(0, hwm - self.rss0) / 1024
+            return None
+        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+        return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - self.ru0) * scale / 2**20
+
+
 def measure(model: torch.nn.Module, label: str, size: tuple[int, int], repeats: int = 5, *,
             gpu: bool | None = None, cpu_peak: bool = False) -> Efficiency:
     """Measure ``model`` (already built, on the CPU) at ``size`` = (H, W). ``gpu=None``: on the GPU
@@ -85,11 +131,11 @@ def measure(model: torch.nn.Module, label: str, size: tuple[int, int], repeats: 
     y = torch.rand(1, 1, h, w, generator=gen)
     eff = Efficiency(label, (h, w), params=sum(p.numel() for p in model.parameters()),
                      cpu_threads=torch.get_num_threads())
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # before the first forward pass
+    peak = PeakRSS()
+    peak.start()  # before the first forward pass
     eff.cpu_s = _time(model, x, y, repeats, sync=False)
     if cpu_peak:
-        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-        eff.cpu_peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) * scale / 2**20
+        eff.cpu_peak_mb = peak.stop()
     eff.flops = count_flops(model, x, y)
     if gpu is None:
         gpu = torch.cuda.is_available()

@@ -420,13 +420,59 @@ def render_page(result: BenchResult, out_dir: Path) -> str:
             lines += ["<details><summary>Problems</summary>", ""] + [f"* {p}" for p in ds.problems] + ["",
                                                                                                        "</details>", ""]
     if result.efficiency:
-        h, w = cfg.size
-        lines += ["## Efficiency", "",
-                  f"One {h}×{w} pair (H×W), batch 1, the method's own computation (`fusion_forward`, no I/O): "
-                  f"median of {cfg.repeats} runs after 2 warm-ups. FLOPs by `torch.utils.flop_counter."
-                  "FlopCounterMode` (matrix multiplications and convolutions, a multiply-add = 2 FLOPs; "
-                  "elementwise work is not counted, so the classical methods show n/a). CPU peak MB: growth "
-                  "of the peak resident set during the timed runs"
-                  + (" (a fresh process per method)." if cfg.isolate else " (not measured in-process)."),
-                  "", efficiency_markdown(result.efficiency)]
+        lines += efficiency_section(result.efficiency, cfg)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def efficiency_section(rows: list[Efficiency], cfg: BenchConfig, measured: str | None = None) -> list[str]:
+    """The page's ``## Efficiency`` section; ``measured`` says when and where, if not with the rest of the page."""
+    h, w = cfg.size
+    return ["## Efficiency", "",
+            f"One {h}×{w} pair (H×W), batch 1, the method's own computation (`fusion_forward`, no I/O): "
+            f"median of {cfg.repeats} runs after 2 warm-ups. FLOPs by `torch.utils.flop_counter."
+            "FlopCounterMode` (matrix multiplications and convolutions, a multiply-add = 2 FLOPs; "
+            "elementwise work is not counted, so the classical methods show n/a). CPU peak MB: the peak "
+            "resident set during the timed runs minus the resident set just before them"
+            + (" (a fresh process per method, its own VmHWM reset before the runs)." if cfg.isolate
+               else " (not measured in-process)."),
+            "", *([measured, ""] if measured else []), efficiency_markdown(rows)]
+
+
+def update_efficiency(cfg: BenchConfig, *, quiet: bool = False,
+                      report: Callable[[str], None] | None = None) -> list[Efficiency]:
+    """Measure the efficiency table again and put it into the existing results page in ``cfg.out``
+    (``efficiency.md``/``.csv``, the ``## Efficiency`` section of ``README.md``, ``bench.json``), leaving
+    the quality tables, which take a whole bench run to recompute, as they are."""
+    say = report or (lambda line: None)
+    check_config(cfg)
+    out_dir = Path(cfg.out)
+    page, doc_path = out_dir / "README.md", out_dir / "bench.json"
+    if not page.is_file() or not doc_path.is_file():
+        raise OutputError(f"{out_dir}: no results page to update (run the whole bench first)")
+    text = page.read_text(encoding="utf-8")
+    try:
+        doc = json.loads(doc_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise OutputError(f"{doc_path}: not valid JSON ({exc})") from None
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    states = [build_method(spec, cfg, torch.device("cpu")) for spec in cfg.methods]
+    for st in states:
+        if st.error:
+            say(f"method {st.spec.label}: {st.error}")
+    rows = _efficiency(states, cfg, quiet)
+    mach = machine()
+    date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    measured = (f"Measured {date[:10]} (after the tables above) on: {mach.get('cpu')} ({mach.get('logical_cpus')} "
+                f"logical CPUs, torch {mach.get('torch')} with {mach.get('torch_threads')} thread(s)"
+                + (f"; 1-minute load average {mach['load_avg'][0]} when it ended" if mach.get("load_avg") else "")
+                + ").")
+    head = text.split("\n## Efficiency\n", 1)[0].rstrip()
+    doc["efficiency"] = [asdict(e) for e in rows]
+    doc["efficiency_measured"] = {"date": date, "machine": mach, "command": cfg.command}
+    write_text(out_dir / "efficiency.md", efficiency_markdown(rows), overwrite=True)
+    write_text(out_dir / "efficiency.csv", efficiency_csv(rows), overwrite=True)
+    write_text(doc_path, json.dumps(doc, indent=1, allow_nan=True, default=str) + "\n", overwrite=True)
+    write_text(page, head + "\n\n" + "\n".join(efficiency_section(rows, cfg, measured)).rstrip() + "\n",
+               overwrite=True)
+    return rows

@@ -18,7 +18,8 @@ from mlfuse.bench.config import (
     parse_size,
     parse_subdirs,
 )
-from mlfuse.bench.runner import run_bench
+from mlfuse.bench.runner import run_bench, update_efficiency
+from mlfuse.bench.tables import efficiency_markdown
 from mlfuse.data.color import COLOR_MODES
 from mlfuse.data.pairs import read_names
 from mlfuse.errors import MLFuseError
@@ -56,6 +57,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", metavar="HxW", help="efficiency input size (default 480x640)")
     p.add_argument("--repeats", type=int, help="timed runs per method (default 5)")
     p.add_argument("--no-efficiency", action="store_true", help="skip the efficiency table")
+    p.add_argument("--efficiency-only", action="store_true",
+                   help="only measure the efficiency table again and update it in the existing results page in "
+                        "--out (the quality tables are left as they are)")
     p.add_argument("--device", choices=DEVICES, help="device for fusing (default auto)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--color", choices=COLOR_MODES, help="colour mode (default ycbcr)")
@@ -121,6 +125,13 @@ def build_config(args: argparse.Namespace, argv: list[str] | None = None) -> Ben
 
 def run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
+    if args.efficiency_only:
+        if args.no_efficiency:
+            raise MLFuseError("--efficiency-only and --no-efficiency exclude each other")
+        rows = update_efficiency(cfg, quiet=args.quiet, report=lambda line: tqdm.write(line, file=sys.stderr))
+        print(efficiency_markdown(rows), end="")
+        print(f"updated the efficiency table of {Path(cfg.out) / 'README.md'}", file=sys.stderr)
+        return 1 if any(r.error for r in rows) else 0
     result = run_bench(cfg, overwrite=args.overwrite, recompute=args.recompute, quiet=args.quiet,
                        report=lambda line: tqdm.write(line, file=sys.stderr))
     for ds in result.datasets:

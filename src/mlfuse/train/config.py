@@ -77,24 +77,85 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     raise MLFuseError(f"{path}: config files must be .toml or .json")
 
 
-def set_dotted(cfg: dict, key: str, value: Any) -> None:
-    """``a.b=1`` sets ``cfg["a"]["b"]`` (nested dicts such as ``loss_weights``)."""
+def set_dotted(cfg: dict, key: str, value: Any, *, strict: bool = False, origin: str = "") -> None:
+    """``a.b=1`` sets ``cfg["a"]["b"]`` (nested dicts such as ``loss_weights``). ``strict``: a key
+    missing from a non-empty group is an error (an empty group, e.g. ``model_options``, is free-form)."""
     *parents, last = key.split(".")
     node = cfg
-    for p in parents:
+    where = origin or f"--set {key}"
+    for i, p in enumerate(parents):
+        if strict and node and p not in node:
+            raise MLFuseError(f"{where}: unknown setting '{'.'.join(parents[:i + 1])}'")
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
-            raise MLFuseError(f"--set {key}: '{p}' is not a group of settings")
+            raise MLFuseError(f"{where}: '{p}' is not a group of settings")
+    if strict and parents and node and last not in node:
+        raise MLFuseError(f"{where}: unknown setting '{key}' (known in '{'.'.join(parents)}': "
+                          f"{', '.join(sorted(node))})")
     if isinstance(value, dict) and isinstance(node.get(last), dict):
+        group = node[last]
         for k, v in value.items():  # a table in a config file updates the group, key by key
-            set_dotted(node[last], k, v)
+            if strict and group and k not in group:
+                raise MLFuseError(f"{where}: unknown setting '{key}.{k}' "
+                                  f"(known in '{key}': {', '.join(sorted(group))})")
+            set_dotted(group, k, v, strict=strict, origin=where)
     else:
         node[last] = value
 
 
+#: settings that must be >= 1 (counts and sizes); every other integer setting must be >= 0
+POSITIVE = frozenset({"epochs", "batch_size", "crop", "patch_size", "patch_stride", "phase1_epochs", "step_size",
+                      "sensing_step_size"})
+#: float settings that must be > 0
+POSITIVE_FLOAT = frozenset({"lr"})
+
+
+def _type_name(default: Any) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a group of settings"}.get(type(default), type(default).__name__)
+
+
+def check_value(key: str, value: Any, default: Any, origin: str = "") -> Any:
+    """``value`` of setting ``key`` checked against the type of its default and the setting's range;
+    returns it (an integer given for a float setting becomes a float). One line on error."""
+    where = f"{origin}: " if origin else ""
+    if default is None:
+        return value
+    ok = (isinstance(value, bool) if isinstance(default, bool) else
+          isinstance(value, int) and not isinstance(value, bool) if isinstance(default, int) else
+          isinstance(value, int | float) and not isinstance(value, bool) if isinstance(default, float) else
+          isinstance(value, type(default)))
+    if not ok:
+        raise MLFuseError(f"{where}setting '{key}' must be {_type_name(default)}, not {value!r}")
+    if isinstance(default, float):
+        value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise MLFuseError(f"{where}setting '{key}' must be a finite number, not {value!r}")
+        if key.rsplit(".", 1)[-1] in POSITIVE_FLOAT and value <= 0:
+            raise MLFuseError(f"{where}setting '{key}' must be > 0, not {value!r}")
+    elif isinstance(default, int) and not isinstance(default, bool):
+        low = 1 if key.rsplit(".", 1)[-1] in POSITIVE else 0
+        if value < low:
+            raise MLFuseError(f"{where}setting '{key}' must be >= {low}, not {value!r}")
+    return value
+
+
+def validate(cfg: dict, defaults: Mapping[str, Any], prefix: str = "") -> None:
+    """Every setting of ``cfg`` against its default's type and range (nested groups too), in place."""
+    for key, default in defaults.items():
+        if key not in cfg:
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(default, dict) and default and isinstance(cfg[key], dict):
+            validate(cfg[key], default, f"{name}.")
+        else:
+            cfg[key] = check_value(name, cfg[key], default)
+
+
 def build_config(recipe_defaults: Mapping[str, Any], *, file: str | Path | None = None,
                  sets: Iterable[str] = (), overrides: Mapping[str, Any] | None = None) -> Config:
-    """Resolve the layers into one :class:`Config`; unknown keys are an error (typos must not pass)."""
+    """Resolve the layers into one :class:`Config`; unknown keys (nested ones too) are an error (typos must
+    not pass), and every value is checked against its default's type and the setting's range up front."""
     cfg = Config(json.loads(json.dumps({**GENERIC_DEFAULTS, **recipe_defaults})))
     known = set(cfg)
     layers: list[tuple[str, Mapping[str, Any]]] = []
@@ -106,10 +167,16 @@ def build_config(recipe_defaults: Mapping[str, Any], *, file: str | Path | None 
         key, _, text = item.partition("=")
         layers.append((f"--set {item}", {key.strip(): parse_value(text.strip())}))
     if overrides:
-        layers.append(("command line", {k: v for k, v in overrides.items() if v is not None}))
+        layers.append(("", {k: v for k, v in overrides.items() if v is not None}))  # flags / keyword arguments
+    defaults = json.loads(json.dumps(cfg))
     for origin, layer in layers:
         for key, value in layer.items():
+            where = origin or "keyword argument"
             if key.split(".")[0] not in known:
-                raise MLFuseError(f"{origin}: unknown setting '{key}' (known: {', '.join(sorted(known))})")
-            set_dotted(cfg, key, value)
+                raise MLFuseError(f"{where}: unknown setting '{key}' (known: {', '.join(sorted(known))})")
+            set_dotted(cfg, key, value, strict=True, origin=where)
+            try:
+                validate(cfg, defaults)
+            except MLFuseError as exc:
+                raise MLFuseError(f"{origin}: {exc}" if origin else str(exc)) from None
     return cfg

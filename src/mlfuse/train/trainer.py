@@ -16,7 +16,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,19 +116,26 @@ class Trainer:
         cfg, recipe = self.cfg, self.recipe
         out = Path(cfg.out_dir)
         ckpt_path = out / CHECKPOINT
-        if info.is_main:
-            if ckpt_path.exists() and not self.resume:
+        # Everything is checked before anything is written: a run that cannot start leaves nothing behind.
+        if self.resume and not ckpt_path.is_file():
+            raise MLFuseError(f"{out}: nothing to resume (no {CHECKPOINT})")
+        if not self.resume and out.exists():
+            if ckpt_path.exists():
                 raise MLFuseError(f"{out}: holds a training run already; pass --resume to continue it "
                                   "or choose another --out")
-            if self.resume and not ckpt_path.exists():
-                raise MLFuseError(f"{out}: nothing to resume (no {CHECKPOINT})")
-            out.mkdir(parents=True, exist_ok=True)
-        barrier(info)
+            if not out.is_dir() or any(out.iterdir()):
+                raise MLFuseError(f"{out}: {'not empty' if out.is_dir() else 'not a folder'}; a new run needs a new "
+                                  "or empty --out folder (--resume continues a run from its last.pt)")
 
-        global_batch = int(cfg.batch_size)
-        if global_batch % info.world_size:
-            raise MLFuseError(f"batch_size {global_batch} must be divisible by the {info.world_size} processes")
+        dataset = recipe.train_dataset(cfg)
+        n = len(dataset)
+        global_batch = self._global_batch(n, info)
         batch = global_batch // info.world_size
+        steps_per_epoch = n // global_batch
+        _check_crop(dataset)
+        ck = read_checkpoint(ckpt_path, recipe.name, device) if self.resume else None
+        if ck is not None:
+            check_resume_settings(ck["config"], cfg, ckpt_path)
 
         torch.manual_seed(int(cfg.seed))
         model = recipe.build_model(cfg)
@@ -145,30 +154,56 @@ class Trainer:
         amp_dtype, use_scaler = self._precision(device)
         scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
 
-        dataset = recipe.train_dataset(cfg)
-        n = len(dataset)
-        steps_per_epoch = n // global_batch
-        if steps_per_epoch == 0:
-            raise MLFuseError(f"the training set has {n} items, fewer than one batch of {global_batch}")
-
         state = {"epoch": 0, "iteration": 0, "step": 0, "sums": {}, "count": 0, "seconds": 0.0}
-        if self.resume:
-            ck = torch.load(ckpt_path, map_location=device, weights_only=True)
-            saved = ck["config"]
-            for key in ("seed", "batch_size", "data"):
-                if json.dumps(saved.get(key), sort_keys=True) != json.dumps(cfg.get(key), sort_keys=True):
-                    raise MLFuseError(f"{ckpt_path}: cannot resume with a different '{key}' "
-                                      f"({saved.get(key)!r} in the checkpoint)")
-            net.load_state_dict(ck["model"])
-            for o, s in zip(optimizers, ck["optimizers"], strict=True):
-                o.load_state_dict(s)
-            for sch, s in zip(schedulers, ck["schedulers"], strict=True):
-                sch.load_state_dict(s)
-            scaler.load_state_dict(ck["scaler"])
+        if ck is not None:
+            try:
+                net.load_state_dict(ck["model"])
+                for o, s in zip(optimizers, ck["optimizers"], strict=True):
+                    o.load_state_dict(s)
+                for sch, s in zip(schedulers, ck["schedulers"], strict=True):
+                    sch.load_state_dict(s)
+                scaler.load_state_dict(ck["scaler"])
+            except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+                raise MLFuseError(f"{ckpt_path}: does not fit this run's model or optimisers "
+                                  f"({str(exc).strip().splitlines()[0][:200]})") from None
             state = ck["state"]
+        barrier(info)
+        created = info.is_main and not out.exists()
+        if info.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._train(info, device, out, model, net, optimizers, schedulers, scaler, amp_dtype, use_scaler,
+                               dataset, n, batch, global_batch, steps_per_epoch, state)
+        except BaseException:
+            if created and not ckpt_path.exists():  # failed before its first checkpoint: nothing to resume
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+
+    def _global_batch(self, n: int, info: DistInfo) -> int:
+        """The configured global batch, capped (with a one-line notice) when the set is smaller than one batch."""
+        cfg = self.cfg
+        global_batch = int(cfg.batch_size)
+        if n < global_batch:
+            capped = n - n % info.world_size
+            if capped == 0:
+                raise MLFuseError(f"the training set has {n} item(s), fewer than the {info.world_size} processes")
+            if info.is_main:  # shown under --quiet too: the run differs from its settings
+                print(f"note: the training set has {n} items, fewer than one batch of {global_batch}: "
+                      f"training with batch size {capped}", file=sys.stderr)
+            cfg.batch_size = global_batch = capped  # what the run uses is what config.json records
+        if global_batch % info.world_size:
+            raise MLFuseError(f"batch_size {global_batch} must be divisible by the {info.world_size} processes")
+        return global_batch
+
+    def _train(self, info: DistInfo, device: torch.device, out: Path, model: nn.Module, net: nn.Module,
+               optimizers: list, schedulers: list, scaler: Any, amp_dtype: torch.dtype | None, use_scaler: bool,
+               dataset: Any, n: int, batch: int, global_batch: int, steps_per_epoch: int,
+               state: dict[str, Any]) -> TrainResult:
+        cfg, recipe = self.cfg, self.recipe
+        ckpt_path = out / CHECKPOINT
         if info.is_main:
             atomic_write(out / "config.json", lambda fh: fh.write(json.dumps(cfg, indent=1).encode()), overwrite=True)
-        logger = _Logger(out, info.is_main, resume_step=state["step"] if self.resume else None)
+        logger = _Logger(out, info.is_main, resume_state=state if self.resume else None)
 
         def save_checkpoint() -> None:
             if not info.is_main:
@@ -263,6 +298,85 @@ class Trainer:
         return TrainResult(out, state["epoch"], state["step"], time.perf_counter() - t0, last_losses, last_val)
 
 
+#: settings a resumed run may change: where and how it runs, logs and validates; everything else (epochs, lr,
+#: schedule, losses, data, seed, batch, precision, model options, ...) shapes the optimiser's trajectory
+RESUMABLE_SETTINGS = frozenset({"out_dir", "device", "threads", "num_workers", "val", "val_every", "val_max_pairs",
+                                "val_profile", "val_slow_metrics", "sample_every", "checkpoint_every",
+                                "keep_epoch_checkpoints", "max_steps",
+                                # same losses and gradients to float rounding (models/mlfuse/losses.py)
+                                "loss_path"})
+_CHECKPOINT_KEYS = ("model", "optimizers", "schedulers", "scaler", "state", "config", "recipe")
+
+
+def read_checkpoint(path: Path, recipe: str, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """``last.pt`` of a run of ``recipe``, read with ``weights_only=True`` (never a full unpickle); a
+    truncated, foreign, other-recipe or hostile file is one line naming it."""
+    import pickle
+    import zipfile
+
+    try:
+        ck = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:  # the weights-only loader met something it does not load
+        raise MLFuseError(f"{path}: holds objects other than tensors and plain data; refused, never unpickled "
+                          "(not a checkpoint written by mlfuse train)") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, AttributeError,
+            IndexError, TypeError) as exc:
+        unreadable = isinstance(exc, PermissionError | FileNotFoundError | IsADirectoryError) and exc.strerror
+        what = exc.strerror if unreadable else "truncated or not a PyTorch file"
+        raise MLFuseError(f"{path}: cannot be read as a training checkpoint ({what}); "
+                          "start a new run in another --out folder") from None
+    if not isinstance(ck, dict) or any(k not in ck for k in _CHECKPOINT_KEYS):
+        found = ", ".join(sorted(map(str, ck))[:6]) if isinstance(ck, dict) else type(ck).__name__
+        raise MLFuseError(f"{path}: not a checkpoint written by mlfuse train (it holds: {found})")
+    if ck["recipe"] != recipe:
+        raise MLFuseError(f"{path}: a checkpoint of recipe '{ck['recipe']}', not '{recipe}'")
+    st = ck["state"]
+    if (not isinstance(st, dict) or not isinstance(ck["config"], dict)
+            or any(not isinstance(st.get(k), int) for k in ("epoch", "iteration", "step", "count"))):
+        raise MLFuseError(f"{path}: damaged checkpoint (no valid training position)")
+    return ck
+
+
+def check_resume_settings(saved: dict[str, Any], cfg: Config, path: Path) -> None:
+    """Refuse to resume with a setting changed that the schedule, the optimiser or the data depend on,
+    listing each old -> new value."""
+    def show(v: Any) -> str:
+        text = json.dumps(v, sort_keys=True)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    changed = [f"{k} {show(saved.get(k))} -> {show(cfg.get(k))}" for k in sorted(set(saved) | set(cfg))
+               if k not in RESUMABLE_SETTINGS
+               and json.dumps(saved.get(k), sort_keys=True) != json.dumps(cfg.get(k), sort_keys=True)]
+    if changed:
+        raise MLFuseError(f"{path}: cannot resume with changed settings: {'; '.join(changed)} (the schedule and "
+                          "optimiser state depend on them: resume with the run's settings, see its config.json, "
+                          "or start a new run)")
+
+
+def _check_crop(dataset: Any) -> None:
+    """A random-crop dataset's crop must fit every training image; checked from the image headers,
+    before any image is decoded (a huge crop would otherwise allocate its padded copies first)."""
+    crop, pairs = getattr(dataset, "crop", None), getattr(dataset, "pairs", None)
+    if not crop or not pairs:
+        return
+    from PIL import Image
+
+    smallest: tuple[int, Path, int, int] | None = None
+    for pair in pairs:
+        for path in (pair.structural, pair.functional):
+            try:
+                with Image.open(path) as im:
+                    w, h = im.size
+            except Exception:  # unreadable: the data loader reports it, naming the file
+                continue
+            if smallest is None or min(w, h) < smallest[0]:
+                smallest = (min(w, h), Path(path), w, h)
+    if smallest is not None and int(crop) > smallest[0]:
+        side, path, w, h = smallest
+        raise MLFuseError(f"crop {crop} is larger than the training image {path} ({w}x{h}); "
+                          f"choose crop <= {side} (--set crop=N)")
+
+
 def save_weights(net: nn.Module, path: Path, method: str, cfg: Config, state: dict[str, Any],
                  notes: dict[str, str] | None = None) -> Path:
     """The network's weights as safetensors (mlfuse's own format) with the run described in metadata."""
@@ -313,14 +427,20 @@ def validate(net: nn.Module, cfg: Config, out: Path, epoch: int, *, quiet: bool 
 class _Logger:
     """CSV always (``steps.csv``, ``epochs.csv``, ``val.csv``), TensorBoard if installed; rank 0 only."""
 
-    def __init__(self, out: Path, active: bool, resume_step: int | None) -> None:
+    def __init__(self, out: Path, active: bool, resume_state: dict[str, Any] | None) -> None:
         self.active = active
         self.out = out
         self.tb = None
         if not active:
             return
-        if resume_step is not None:  # drop log rows written after the checkpoint we resume from
+        resume_step = None
+        if resume_state is not None:  # drop log rows written after the checkpoint we resume from
+            resume_step = int(resume_state["step"])
             _truncate_csv(out / "steps.csv", "step", resume_step)
+            # epochs.csv / val.csv count finished epochs: a run killed after logging epoch E (e.g. during its
+            # validation) but before checkpointing it logs E again when resumed
+            _truncate_csv(out / "epochs.csv", "epoch", int(resume_state["epoch"]))
+            _truncate_csv(out / "val.csv", "epoch", int(resume_state["epoch"]))
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -370,8 +490,14 @@ def _truncate_csv(path: Path, key: str, last: int) -> None:
         rows = list(csv.reader(fh))
     if not rows:
         return
+    if key not in rows[0]:
+        return
     col = rows[0].index(key)
-    kept = [rows[0]] + [r for r in rows[1:] if int(r[col]) <= last]
+
+    def before(r: list[str]) -> bool:  # a row cut short by a kill is dropped too
+        return len(r) == len(rows[0]) and r[col].isdigit() and int(r[col]) <= last
+
+    kept = [rows[0]] + [r for r in rows[1:] if before(r)]
 
     def write(fh) -> None:
         import io
