@@ -76,6 +76,12 @@ def test_fetch_verifies_by_blob_id_records_sha256_and_uses_umask(server: Loopbac
     path.write_bytes(DATA[:-1] + b"?")
     with pytest.raises(MLFuseError, match=r"do not match their verified digest.*--force"):
         store.verified_path("test-weights")
+    # ... and replaced by the next fetch, never used
+    server.add("w.pth", DATA)
+    assert fetch("test-weights", quiet=True).read_bytes() == DATA
+    # a cache entry without its record (fetched by an older mlfuse) is verified once and recorded
+    (path.parent / "release.json").unlink()
+    assert release_state("test-weights") == "cached" and (path.parent / "release.json").is_file()
 
 
 def test_wrong_blob_id_is_one_line_and_leaves_nothing(server: Loopback, monkeypatch, capsys) -> None:

@@ -181,6 +181,10 @@ def release_state(name: str) -> str:
     path = release_path(name)
     if path.is_file() and rec and _record_matches(rel, rec) and rec.get("size") == path.stat().st_size:
         return "cached"
+    if path.is_file() and rec is None:  # fetched by an mlfuse without records: verify it once, record it
+        with contextlib.suppress(MLFuseError, OSError):
+            verified_path(name)
+            return "cached"
     return "not fetched"
 
 
