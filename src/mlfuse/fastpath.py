@@ -14,8 +14,9 @@
 * cache blocking on the CPU: a network with an exact tiling (:mod:`mlfuse.tiling`) runs in tiles
   of ~160 pixels, so every layer's working set stays in the CPU caches and no full-size buffer is
   allocated (and page-faulted) per layer; one tile per core at once, each with single-threaded
-  ops, so no op waits for a second thread (costly on a busy machine). On this 2-core EPYC, MLFuse at
-  480 x 640 runs ~3x faster than the plain eager forward (``benchmarks/bench_speed.py``);
+  ops, so no op waits for a second thread (costly on a busy machine). ``benchmarks/bench_speed.py``
+  measures the gain against the plain eager forward and records the machine it ran on
+  (``benchmarks/results/speed_cpu.json``);
 * optionally ``torch.compile`` (Inductor, weights frozen) of whole images instead; it helps less
   than the blocking here and costs ~15-60 s per new input size.
 

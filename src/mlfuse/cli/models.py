@@ -9,7 +9,9 @@ from mlfuse.weights.store import release_state
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list registered methods")
+    p = sub.add_parser("models", help="list registered methods",
+                       description="List every registered fusion method with its model card: paper, input roles, "
+                                   "size constraints, output rule and default weights.")
     p.set_defaults(run=run)
 
 
