@@ -70,6 +70,59 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
+    out = {}
+    for v in values or []:
+        key, sep, val = v.partition("=")
+        if not sep or not key or not val:
+            raise MLFuseError(f"{what} '{v}': expected NAME=VALUE")
+        out[key] = val
+    return out
+
+
+def build_config(args: argparse.Namespace, argv: list[str] | None = None) -> BenchConfig:
+    """The config file (if any) with the command-line options applied on top."""
+    cfg = load_config(args.config) if args.config else BenchConfig(methods=[], datasets=[], out=Path("bench"))
+    if args.methods:
+        cfg.methods = [MethodSpec.parse(m) for m in args.methods]
+    if args.datasets:
+        cfg.datasets = [DatasetSpec(name, Path(root), display=root)
+                        for name, root in _pairs(args.datasets, "--dataset").items()]
+    known = {d.name: i for i, d in enumerate(cfg.datasets)}
+    for option, values in (("--subdirs", args.subdirs), ("--names", args.names)):
+        for name, value in _pairs(values, option).items():
+            if name not in known:
+                raise MLFuseError(f"{option} {name}=...: no dataset named '{name}'")
+            d = cfg.datasets[known[name]]
+            if option == "--subdirs":
+                cfg.datasets[known[name]] = DatasetSpec(d.name, d.root, parse_subdirs(value), d.names, d.display)
+            else:
+                cfg.datasets[known[name]] = DatasetSpec(d.name, d.root, d.subdirs, read_names(Path(value)), d.display)
+    cfg.weights_files.update({k: Path(v) for k, v in _pairs(args.weights_file, "--weights-file").items()})
+    if args.profiles:
+        cfg.profiles = list(dict.fromkeys(args.profiles))
+    if args.no_slow:
+        cfg.slow = False
+    if args.out:
+        cfg.out = Path(args.out)
+    if args.cache:
+        cfg.cache = Path(args.cache)
+    if args.figures:
+        cfg.figures = [parse_figure(f) for f in args.figures]
+    if args.size:
+        cfg.size = parse_size(args.size)
+    for name in ("repeats", "device", "threads", "color", "precision", "tile"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
+    if args.no_efficiency:
+        cfg.efficiency = False
+    if cfg.command is None:
+        if argv is None and Path(sys.argv[0]).name in ("mlfuse", "__main__.py"):
+            argv = sys.argv[1:]
+        cfg.command = "mlfuse " + " ".join(shlex.quote(a) for a in argv) if argv is not None else None
+    return cfg
+
+
 def summary_lines(result: object) -> list[str]:
     """A short terminal summary of a bench: per dataset and profile, how many metrics each method is
     best on (direction-aware, ties count for each), best first; the tables hold the values."""
