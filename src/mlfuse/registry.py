@@ -196,15 +196,17 @@ def create_model(name: str, weights: str | Path | None = "default", *, device: s
     if path is not None and rel is None:
         rel = _release_of_file(card, path)
     if path is not None:
-        _task_for(card, rel, kwargs, str(path) if rel is None or Path(str(weights)).exists() else rel.name)
+        _task_for(card, rel, kwargs, str(weights) if isinstance(weights, Path) or Path(weights).exists() else
+                  f"weights '{weights}'")
     model = card.builder(**kwargs)
     model.card = card
     if path is not None:
+        obj: object = None
         try:
             obj, _ = load_raw(path)
             load_into(model, to_state_dict(obj, path, getattr(model, "convert_checkpoint", None)), path)
         except CheckpointError as exc:
-            other = _other_method(obj if "obj" in locals() else None, card.name)
+            other = _other_method(obj, card.name)
             if other is None:
                 raise
             detail = str(exc).removeprefix(f"{path}: ")
