@@ -40,6 +40,7 @@ from mlfuse.data.io import atomic_write, write_image
 from mlfuse.data.pairs import Pair
 from mlfuse.errors import MLFuseError
 from mlfuse.fuse import fuse_pair, resolve_device
+from mlfuse.progress import bar_disabled
 from mlfuse.train.distributed import DistInfo
 
 #: manifests live in this hidden sub-folder of the output folder (image listings skip it)
@@ -268,7 +269,7 @@ def run_shard(model: nn.Module, pairs: list[Pair], out_dir: str | Path, shard: S
         manifest.append({"event": "start", "shard": shard.index, "of": shard.count, "launch": shard.launch,
                          "pairs": len(mine), "total": len(pairs), "host": socket.gethostname(),
                          "pid": os.getpid(), "time": time.time()})
-        for pair in tqdm(mine, desc=f"fuse {shard.label}", unit="pair", disable=quiet):
+        for pair in tqdm(mine, desc=f"fuse {shard.label}", unit="pair", disable=bar_disabled(quiet)):
             record = fuse_one(model, pair, out_dir, manifest, ext=ext, overwrite=overwrite,
                               skip_existing=skip_existing, **options)
             if record["status"] == "skipped":

@@ -30,6 +30,7 @@ from mlfuse.fuse import fuse_pair, resolve_device
 from mlfuse.metrics.evaluation import EvalReport, evaluate
 from mlfuse.metrics.profiles import get_profile
 from mlfuse.metrics.report import per_image_csv, write_text
+from mlfuse.progress import bar_disabled
 from mlfuse.registry import ModelCard, create_model, get_card, resolve_weights
 from mlfuse.weights.store import check_file, get_release, sha256_of
 
@@ -162,7 +163,8 @@ def _fuse_dataset(ds: DatasetOutcome, state: MethodState, cfg: BenchConfig, root
     todo = [p for p in ds.pairs if recompute or not cache.has(p)]
     out.reused = len(ds.pairs) - len(todo)
     try:
-        for pair in tqdm(todo, desc=f"{ds.spec.name}: {label}", unit="pair", disable=quiet or not todo, leave=False):
+        for pair in tqdm(todo, desc=f"{ds.spec.name}: {label}", unit="pair",
+                         disable=bar_disabled(quiet) or not todo, leave=False):
             try:
                 fused = fuse_pair(state.model, pair.structural, pair.functional, color=cfg.color,
                                   precision=cfg.precision)
@@ -193,7 +195,7 @@ def _evaluate_dataset(ds: DatasetOutcome, caches: dict[str, MethodCache], cfg: B
         jobs = [(lb, p) for p in ds.pairs for lb in labels if caches[lb].has(p)]  # each source pair read once
         sources: dict[str, tuple] = {}
         for label, pair in tqdm(jobs, desc=f"{ds.spec.name}: metrics {profile_name}", unit="img",
-                                disable=quiet or not jobs, leave=False):
+                                disable=bar_disabled(quiet) or not jobs, leave=False):
             stored = caches[label].metrics(profile_name).setdefault(pair.name, {})
             missing = [m for m in names if m not in stored]
             if missing:
@@ -237,7 +239,7 @@ def _figure(ds: DatasetOutcome, fig: FigureSpec, caches: dict[str, MethodCache],
 def _efficiency(states: list[MethodState], cfg: BenchConfig, quiet: bool) -> list[Efficiency]:
     rows: list[Efficiency] = []
     done: dict[str, Efficiency] = {}
-    for state in tqdm(states, desc="efficiency", unit="method", disable=quiet):
+    for state in tqdm(states, desc="efficiency", unit="method", disable=bar_disabled(quiet)):
         label = state.spec.label
         if state.error:
             rows.append(Efficiency(label, cfg.size, error=state.error))

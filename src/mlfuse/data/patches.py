@@ -31,6 +31,7 @@ from tqdm import tqdm
 from mlfuse.data.io import read_image
 from mlfuse.data.pairs import Pair
 from mlfuse.errors import InputError
+from mlfuse.progress import bar_disabled
 
 
 def authors_gray(path: str | Path) -> np.ndarray:
@@ -84,7 +85,7 @@ class PatchDataset(Dataset):
         self.refs: list[PatchRef] = []
         self.candidates = 0
         self._patches: list[tuple[np.ndarray, np.ndarray]] = []
-        for i, _ in enumerate(tqdm(self.pairs, desc="patches", unit="pair", disable=quiet)):
+        for i, _ in enumerate(tqdm(self.pairs, desc="patches", unit="pair", disable=bar_disabled(quiet))):
             vis, ir = self._read(i)
             for top in grid(vis.shape[0], self.size, self.stride):
                 for left in grid(vis.shape[1], self.size, self.stride):

@@ -21,6 +21,7 @@ from mlfuse.data.pairs import list_images, pair_folders
 from mlfuse.errors import MLFuseError
 from mlfuse.metrics._common import prepare
 from mlfuse.metrics.profiles import Profile, get_profile
+from mlfuse.progress import bar_disabled
 
 
 def evaluate(fused: np.ndarray, a: np.ndarray, b: np.ndarray, profile: str | Profile = "cddfuse", *,
@@ -140,7 +141,7 @@ def evaluate_folders(methods: dict[str, str | Path], structural_dir: str | Path,
         jobs += [(method, p, fused_files[p.name]) for p in pairing.pairs if p.name in fused_files]
     done = 0
     try:
-        for method, pair, fused_path in tqdm(jobs, desc=f"eval {prof.name}", unit="img", disable=quiet):
+        for method, pair, fused_path in tqdm(jobs, desc=f"eval {prof.name}", unit="img", disable=bar_disabled(quiet)):
             done += 1
             try:
                 f = read_image(fused_path).pixels

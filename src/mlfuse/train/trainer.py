@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from mlfuse.data.io import atomic_write, write_image
 from mlfuse.errors import MLFuseError
+from mlfuse.progress import bar_disabled
 from mlfuse.train.config import Config
 from mlfuse.train.distributed import (
     DistInfo,
@@ -220,7 +221,8 @@ class Trainer:
         last_val: dict[str, float] = {}
         epochs = int(cfg.epochs)
         bar = tqdm(total=epochs * steps_per_epoch, initial=state["epoch"] * steps_per_epoch + state["iteration"],
-                   disable=self.quiet or not info.is_main, desc=f"train {recipe.name}", unit="it", dynamic_ncols=True)
+                   disable=bar_disabled(self.quiet) or not info.is_main, desc=f"train {recipe.name}", unit="it",
+                   dynamic_ncols=True)
         stop = False
         while state["epoch"] < epochs and not stop:
             epoch = state["epoch"]
@@ -409,7 +411,7 @@ def validate(net: nn.Module, cfg: Config, out: Path, epoch: int, *, quiet: bool 
     sample_dir = out / "samples" / f"epoch_{epoch:04d}"
     pairs = validation_pairs(cfg)
     try:
-        for i, p in enumerate(tqdm(pairs, desc="validate", disable=quiet, leave=False)):
+        for i, p in enumerate(tqdm(pairs, desc="validate", disable=bar_disabled(quiet), leave=False)):
             s, f = load_gray_u8(p.structural), load_gray_u8(p.functional)
             raw = run_network(net, s.astype(np.float32) / 255, f.astype(np.float32) / 255)
             fused = to_uint8(raw, net.card.output_rule)

@@ -29,6 +29,7 @@ from mlfuse.data.io import read_image
 from mlfuse.data.pairs import Pair
 from mlfuse.data.patches import grid, is_low_contrast
 from mlfuse.errors import InputError
+from mlfuse.progress import bar_disabled
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -73,7 +74,7 @@ def fused_images(spec: Mapping[str, Any], pairs: Sequence[Pair], device: str = "
         weights = None
     model = mlfuse.create_model(spec["model"], weights=weights, device=resolve_device(device), **kwargs)
     out = []
-    for p in tqdm(pairs, desc=f"fuse ({spec['model']})", unit="pair", disable=quiet):
+    for p in tqdm(pairs, desc=f"fuse ({spec['model']})", unit="pair", disable=bar_disabled(quiet)):
         fused = model.fuse(p.structural, p.functional, color="gray", output=spec.get("output"))
         out.append(fused.astype(np.float32) / np.float32(255))
     return out
