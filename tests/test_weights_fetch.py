@@ -115,8 +115,10 @@ def test_offline_error_suggests_a_file_url(monkeypatch, tmp_path: Path, capsys) 
     # and the offline route works: a local copy through --url file://
     copy = tmp_path / "w.pth"
     copy.write_bytes(DATA)
-    assert main(["weights", "fetch", "test-weights", "--url", copy.as_uri(), "-q"]) == 0
+    monkeypatch.setenv("MLFUSE_PROGRESS", "1")  # a bar, as on a terminal
+    assert main(["weights", "fetch", "test-weights", "--url", copy.as_uri()]) == 0
     assert release_path("test-weights").read_bytes() == DATA
+    assert "fetch test-weights" in capsys.readouterr().err
     assert main(["weights", "fetch", "test-weights", "--force", "--url", (tmp_path / "nope").as_uri(), "-q"]) == 2
     assert "No such file" in capsys.readouterr().err
 

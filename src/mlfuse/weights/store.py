@@ -26,7 +26,6 @@ import importlib.resources
 import json
 import os
 import signal
-import sys
 import threading
 import time
 import urllib.error
@@ -415,6 +414,8 @@ def _download(rel: WeightsRelease, src: str, part: Path, *, quiet: bool, stall: 
     """Stream ``src`` into ``part`` (appending with a Range request if ``part`` holds bytes already)."""
     from tqdm import tqdm
 
+    from mlfuse.progress import show_bars
+
     cap = rel.download_cap
     offset = part.stat().st_size if part.is_file() else 0
     if offset > cap:
@@ -458,7 +459,7 @@ def _download(rel: WeightsRelease, src: str, part: Path, *, quiet: bool, stall: 
                                   f"the release has {rel.size:,}; file not saved")
             read = getattr(resp, "read1", None) or resp.read
             got = offset
-            show = not quiet and sys.stderr.isatty()
+            show = show_bars(quiet)  # on a terminal only (or MLFUSE_PROGRESS=1)
             with open(part, "ab" if offset else "wb", buffering=0) as out, \
                     tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=f"fetch {rel.name}",
                          disable=not show, leave=False) as bar:
