@@ -58,6 +58,9 @@ def _handler(state: Loopback) -> type[http.server.BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             path, rng = self.path, self.headers.get("Range")
             state.requests.append((path, rng))
+            if path == "/silent":  # accepts the request, never answers
+                state.stop.wait(10)
+                return
             if path == "/endless":  # no Content-Length, never ends
                 self._send(200, None)
                 self._slowly(b"\0" * 65536, 0.0)

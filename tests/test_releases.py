@@ -148,6 +148,17 @@ def test_every_release_fetches_verifies_and_fuses(served: dict[str, Path], pair,
            "DetailFuseLayer), keys 'module.'-prefixed (DataParallel)" in out
 
 
+def test_fetch_all_reports_each_failure_and_goes_on(served: dict[str, Path], capsys) -> None:
+    rel = get_release("emma")
+    url = rel.url
+    store._RELEASES["emma"] = dataclasses.replace(rel, url=url.replace("/emma/", "/gone/"))
+    assert main(["weights", "fetch", "all", "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("mlfuse: error: cannot download emma from ") and "HTTP 404" in err[0]
+    assert err[1] == f"{len(served) - 1} of {len(served)} releases fetched, 1 failed"
+    assert [n for n in served if store.release_state(n) != "cached"] == ["emma"]
+
+
 def test_a_release_of_another_model_names_its_owner(pair, tmp_path, capsys) -> None:
     a, b = pair
     assert main(["fuse", "--model", "cddfuse", "--weights", "mlfuse-paper", "--vis", a, "--ir", b,

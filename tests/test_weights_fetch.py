@@ -150,6 +150,25 @@ def test_stalled_body_times_out(server: Loopback, monkeypatch, capsys) -> None:
     assert time.monotonic() - t < 3 and _leftovers() == []
 
 
+def test_silent_server_times_out(server: Loopback, monkeypatch) -> None:
+    _test_release(monkeypatch, server.url + "/silent")
+    t = time.monotonic()
+    with pytest.raises(MLFuseError, match=r"/silent: no answer within 0.3 s"):
+        fetch("test-weights", quiet=True, timeout=0.3)
+    assert time.monotonic() - t < 3 and _leftovers() == []
+
+
+def test_a_source_ignoring_range_restarts_from_zero(monkeypatch, tmp_path: Path) -> None:
+    copy = tmp_path / "w.pth"  # file:// answers every request with the whole file
+    copy.write_bytes(DATA)
+    _test_release(monkeypatch, copy.as_uri())
+    part = release_path("test-weights").with_name("w.pth.part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(DATA[:1000])
+    assert fetch("test-weights", quiet=True).read_bytes() == DATA  # not DATA[:1000] + DATA
+    assert _leftovers() == ["release.json", "w.pth"]
+
+
 def test_trickle_hits_the_total_deadline(server: Loopback, monkeypatch) -> None:
     _test_release(monkeypatch, server.url + "/trickle")
     t = time.monotonic()
