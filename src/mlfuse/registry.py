@@ -41,7 +41,8 @@ class ModelCard:
     ``size_multiple``: H and W must be multiples of it (inputs are reflect-padded up);
     ``output_rule``: how the raw output becomes 8 bits by default (``"minmax"``: the authors'
     per-image min-max x255 truncation; ``"clamp"``: clamp to [0,1] x255 round);
-    ``releases``: names of downloadable weight releases; ``default_weights``: the release (or
+    ``releases``: names of its weight releases (packaged or downloadable; releases declared elsewhere
+    with ``WeightsRelease(model=name)`` are added on registration); ``default_weights``: the release (or
     packaged file) used when the user gives none, ``None`` if weights must be supplied.
     """
 
