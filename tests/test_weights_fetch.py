@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import mlfuse
 from mlfuse.cli.main import main
 from mlfuse.errors import MLFuseError
 from mlfuse.weights import store
@@ -82,6 +83,21 @@ def test_fetch_verifies_by_blob_id_records_sha256_and_uses_umask(server: Loopbac
     # a cache entry without its record (fetched by an older mlfuse) is verified once and recorded
     (path.parent / "release.json").unlink()
     assert release_state("test-weights") == "cached" and (path.parent / "release.json").is_file()
+
+
+def test_the_authors_mlfuse_checkpoint_verifies_with_the_declared_digests(server: Loopback, official_weights,
+                                                                           capsys) -> None:
+    """The real file and the registry's own blob id, size and sha256 (no override): fetch, record, load."""
+    url = server.add("model_fuse.pth", official_weights.read_bytes())
+    assert main(["weights", "fetch", "mlfuse-paper", "--url", url, "-q"]) == 0
+    path = release_path("mlfuse-paper")
+    assert capsys.readouterr().out.strip() == str(path)
+    rec = json.loads((path.parent / "release.json").read_text())
+    rel = get_release("mlfuse-paper")
+    assert (rec["blob"], rec["sha256"], rec["size"]) == (rel.blob, rel.sha256, rel.size)
+    model = mlfuse.create_model("mlfuse", weights="mlfuse-paper")
+    assert model.weights_source == str(path)
+    assert model.state_dict()["inc_edg.double_conv.1.num_batches_tracked"].item() == 13_527
 
 
 def test_wrong_blob_id_is_one_line_and_leaves_nothing(server: Loopback, monkeypatch, capsys) -> None:
