@@ -17,6 +17,17 @@ def _cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
+def markdown_grid(header: list[str], rows: list[list[str]], bold: set[tuple[int, int]] | None = None) -> str:
+    """A Markdown table of formatted cells (escaped here); cells at (row, column) in ``bold`` are shown in
+    bold. Used by tables whose values are not mean ± std over images (``mlfuse downstream``)."""
+    bold = bold or set()
+    lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    for i, row in enumerate(rows):
+        lines.append("| " + " | ".join(f"**{_cell(c)}**" if (i, j) in bold else _cell(c)
+                                       for j, c in enumerate(row)) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown_table(report: EvalReport, order: list[str], failed: dict[str, str]) -> str:
     """One Markdown table; ``order`` gives the row order of every method, ``failed`` maps a method
     that produced nothing on this dataset to its one-line reason (shown in the row, not scored)."""

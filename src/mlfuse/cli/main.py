@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "weights": ("mlfuse.cli.weights", "list, download or inspect weights; package a training run"),
     "models": ("mlfuse.cli.models", "list registered methods"),
     "sample": ("mlfuse.cli.sample", "write mlfuse's rendered sample pair (vis.png, ir.png)"),
+    "downstream": ("mlfuse.cli.downstream", "train a segmenter/detector on fused images vs each modality; tables"),
     "demo": ("mlfuse.cli.demo", "local web page: fuse a pair with several methods, compare them, read the metrics"),
 }
 

@@ -188,9 +188,9 @@ def _bike_shape(yy: np.ndarray, xx: np.ndarray, foot: int, cx: int, length: int)
     rings = np.zeros(yy.shape, bool)
     for cy_, cx_ in (back, front):
         d = np.sqrt((yy - cy_) ** 2 + (xx - cx_) ** 2)
-        rings |= np.abs(d - r) <= max(1.0, length * 0.035)
+        rings |= np.abs(d - r) <= max(1.5, length * 0.07)
     seat, bar = (foot - 2.1 * r, cx - length * 0.1), (foot - 2.3 * r, cx + length * 0.2)
-    w = max(1.5, length * 0.06)
+    w = max(2.0, length * 0.1)
     frame = (_segment(yy, xx, back, seat, w) | _segment(yy, xx, seat, (foot - r, cx), w)
              | _segment(yy, xx, (foot - r, cx), front, w) | _segment(yy, xx, seat, bar, w)
              | _segment(yy, xx, bar, front, w))
@@ -278,7 +278,7 @@ def render_scene(seed: int, size: tuple[int, int] = SCENE_SIZE) -> dict:
             else:  # parked: the road's temperature, a faint outline only
                 ir[shape] = ir_road[shape] + rng.uniform(-6, 6)
         else:
-            length = int(w * 0.2 * scale)
+            length = int(w * 0.26 * scale)
             shape = _bike_shape(yy, xx, foot, cx, length)
             vis[shape] = np.array([(20, 20, 20), (200, 40, 40), (40, 80, 220)][rng.integers(0, 3)], float)
             ir[shape] = ir_road[shape] - 8  # cool metal, close to the road
