@@ -302,3 +302,12 @@ def test_bench_writes_finished_datasets_when_a_later_one_fails(dataset, tmp_path
         run_bench(cfg, quiet=True)
     assert (cfg.out / "tables" / "first.cddfuse.md").is_file()
     assert "not completed: the run was interrupted" in (cfg.out / "README.md").read_text()
+
+
+def test_bench_device_option_takes_cuda_n(capsys):
+    from mlfuse.cli.main import build_parser
+
+    assert build_parser().parse_args(["bench", "--device", "cuda:1"]).device == "cuda:1"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "--device", "cuda:x"])
+    assert "invalid device 'cuda:x'" in capsys.readouterr().err

@@ -259,6 +259,13 @@ def test_resume_refuses_changed_schedule_and_optimiser_settings(tiny_set, refere
     copy = tmp_path / "copy"
     shutil.copytree(reference_run, copy)  # where and how it logs may change: e.g. validation, a step limit
     assert _train(tiny_set, copy, "--resume", "--set", "val_every=1", "--set", "max_steps=4") == 0
+    from mlfuse.train.config import GENERIC_DEFAULTS
+    from mlfuse.train.trainer import check_resume_settings
+
+    recipe = get_recipe("mlfuse")
+    cfg = build_config(recipe.defaults)
+    older = {k: v for k, v in cfg.items() if k != "orient_output"}  # a checkpoint older than a new setting
+    check_resume_settings(older, cfg, Path("last.pt"), defaults={**GENERIC_DEFAULTS, **recipe.defaults})
 
 
 def test_unusable_checkpoints_are_one_line(tiny_set, reference_run, tmp_path, capsys):

@@ -60,7 +60,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--efficiency-only", action="store_true",
                    help="only measure the efficiency table again and update it in the existing results page in "
                         "--out (the quality tables are left as they are)")
-    p.add_argument("--device", choices=DEVICES, help="device for fusing (default auto)")
+    p.add_argument("--device", type=_device, metavar="{" + ",".join(DEVICES) + ",cuda:N}",
+                   help="device for fusing (default auto)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--color", choices=COLOR_MODES, help="colour mode (default ycbcr)")
     p.add_argument("--precision", choices=tuple(PRECISIONS), help="default fp32")
@@ -68,6 +69,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing results page")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
+
+
+def _device(text: str) -> str:
+    """auto | cpu | cuda | cuda:N | mps (availability is checked when the bench starts)."""
+    kind, sep, index = text.partition(":")
+    if text in DEVICES or (kind == "cuda" and sep and index.isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"invalid device '{text}' (choose from {', '.join(DEVICES)}, cuda:N)")
 
 
 def _pairs(values: list[str] | None, what: str) -> dict[str, str]:

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from mlfuse.data.io import atomic_write, write_image
 from mlfuse.errors import MLFuseError
 from mlfuse.progress import bar_disabled
-from mlfuse.train.config import Config
+from mlfuse.train.config import GENERIC_DEFAULTS, Config
 from mlfuse.train.distributed import (
     DistInfo,
     all_mean,
@@ -136,7 +136,7 @@ class Trainer:
         _check_crop(dataset)
         ck = read_checkpoint(ckpt_path, recipe.name, device) if self.resume else None
         if ck is not None:
-            check_resume_settings(ck["config"], cfg, ckpt_path)
+            check_resume_settings(ck["config"], cfg, ckpt_path, defaults={**GENERIC_DEFAULTS, **recipe.defaults})
 
         torch.manual_seed(int(cfg.seed))
         model = recipe.build_model(cfg)
@@ -339,16 +339,18 @@ def read_checkpoint(path: Path, recipe: str, device: torch.device | str = "cpu")
     return ck
 
 
-def check_resume_settings(saved: dict[str, Any], cfg: Config, path: Path) -> None:
+def check_resume_settings(saved: dict[str, Any], cfg: Config, path: Path,
+                          defaults: dict[str, Any] | None = None) -> None:
     """Refuse to resume with a setting changed that the schedule, the optimiser or the data depend on,
-    listing each old -> new value."""
+    listing each old -> new value. A setting the checkpoint predates counts as its default (``defaults``)."""
     def show(v: Any) -> str:
         text = json.dumps(v, sort_keys=True)
         return text if len(text) <= 60 else text[:57] + "..."
 
-    changed = [f"{k} {show(saved.get(k))} -> {show(cfg.get(k))}" for k in sorted(set(saved) | set(cfg))
+    old = {**(defaults or {}), **saved}
+    changed = [f"{k} {show(old.get(k))} -> {show(cfg.get(k))}" for k in sorted(set(old) | set(cfg))
                if k not in RESUMABLE_SETTINGS
-               and json.dumps(saved.get(k), sort_keys=True) != json.dumps(cfg.get(k), sort_keys=True)]
+               and json.dumps(old.get(k), sort_keys=True) != json.dumps(cfg.get(k), sort_keys=True)]
     if changed:
         raise MLFuseError(f"{path}: cannot resume with changed settings: {'; '.join(changed)} (the schedule and "
                           "optimiser state depend on them: resume with the run's settings, see its config.json, "
