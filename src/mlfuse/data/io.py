@@ -179,7 +179,8 @@ def _from_tensor(t: object) -> Image:
 
 
 #: hidden temp files of :func:`atomic_write`: ``.<name>.<pid>.<random>.tmp`` (older versions: no pid)
-_TEMP_NAME = re.compile(r"^\..+?(?:\.(\d+))?\.[A-Za-z0-9_]{8}\.tmp$")
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+?\.[A-Za-z0-9]+?)(?:\.(?P<pid>\d+))?\.[a-z0-9_]{8}\.tmp$")
+_IMAGE_WRITE_EXTS = frozenset(ext for ext, fmt in PILImage.registered_extensions().items() if fmt in PILImage.SAVE)
 #: a temp file without a live writer on this host, or older than this, is a leftover of a killed run
 STALE_TEMP_SECONDS = 6 * 3600
 
@@ -197,8 +198,9 @@ def _pid_alive(pid: int) -> bool:
 def clean_stale_temps(folder: str | Path, *, max_age_s: float = STALE_TEMP_SECONDS) -> list[Path]:
     """Delete the hidden temp files that :func:`atomic_write` left in ``folder`` when its process was
     killed (SIGKILL gives no chance to clean up): those whose writer pid no longer runs, and any older
-    than ``max_age_s`` (a writer on another host). Files of a live concurrent writer are kept; other
-    files are never touched. Returns the deleted paths."""
+    than ``max_age_s`` (a writer on another host). Only temp files of image outputs are considered
+    (``.NAME.EXT.PID.XXXXXXXX.tmp`` with an image extension); files of a live concurrent writer are
+    kept and other files are never touched. Returns the deleted paths."""
     removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
@@ -207,13 +209,13 @@ def clean_stale_temps(folder: str | Path, *, max_age_s: float = STALE_TEMP_SECON
     now = time.time()
     for entry in entries:
         m = _TEMP_NAME.match(entry.name)
-        if not m or not entry.is_file(follow_symlinks=False):
+        if not m or Path(m["name"]).suffix.lower() not in _IMAGE_WRITE_EXTS or not entry.is_file(follow_symlinks=False):
             continue
         try:
             age = now - entry.stat(follow_symlinks=False).st_mtime
         except OSError:
             continue
-        pid = m.group(1)
+        pid = m["pid"]
         # a dead writer's file a minute old (a writer on another host sharing the folder may have a pid
         # unknown here: it gets that minute to finish its write)
         dead = pid is not None and int(pid) != os.getpid() and not _pid_alive(int(pid)) and age > 60
