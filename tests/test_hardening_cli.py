@@ -222,16 +222,15 @@ def test_stale_temp_files_of_a_killed_run_are_cleaned(folders, tmp_path, average
     stale = out / f".1.png.{dead_pid}.abcd1234.tmp"       # its writer was killed a while ago
     live = out / f".2.png.{os.getppid()}.abcd1234.tmp"    # a running writer's
     old_style = out / ".3.png.abcd1234.tmp"               # older naming, recent: kept
-    foreign = out / ".notes.tmp"                          # not ours
-    for p in (stale, live, old_style, foreign):
+    foreign = [out / ".notes.tmp", out / ".vimrc.backup12.tmp", out / f".log.json.{dead_pid}.abcd1234.tmp"]
+    for p in (stale, live, old_style, *foreign):
         p.write_bytes(b"partial")
-    old = time.time() - 3600
-    for p in (stale, live, foreign):
-        os.utime(p, (old, old))
+    very_old = time.time() - 7 * 3600
+    for p in (stale, live, *foreign):
+        os.utime(p, (very_old - 1, very_old - 1) if p in foreign else (time.time() - 3600,) * 2)
     report = fuse_folder(average, s, f, out, quiet=True)
     assert report.ok and not stale.exists()
-    assert live.exists() and old_style.exists() and foreign.exists()
-    very_old = time.time() - 7 * 3600
+    assert live.exists() and old_style.exists() and all(p.exists() for p in foreign)  # not ours: never touched
     os.utime(old_style, (very_old, very_old))
     assert clean_stale_temps(out) == [old_style]
 
