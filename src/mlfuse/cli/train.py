@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in ("out_dir", "epochs", "batch_size", "seed", "device", "precision")}
     overrides["data"] = _entries(args.data)
     overrides["val"] = _entries(args.val)
-    cfg = build_config(recipe.defaults, file=args.config, sets=args.sets, overrides=overrides)
+    cfg = build_config(recipe.defaults, file=args.config, sets=args.sets, overrides=overrides,
+                       presets=recipe.presets)
     if args.print_config:
         print(json.dumps(cfg, indent=1))
         return 0

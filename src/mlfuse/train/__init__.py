@@ -10,7 +10,7 @@ def train(method: str, *, config: str | None = None, sets: tuple[str, ...] = (),
     """Train ``method`` with its recipe; ``config`` (TOML/JSON), ``sets`` (``key=value``) and keyword
     ``overrides`` change the recipe's defaults. Returns where the run was written and its last losses."""
     recipe = get_recipe(method)
-    cfg = build_config(recipe.defaults, file=config, sets=sets, overrides=overrides)
+    cfg = build_config(recipe.defaults, file=config, sets=sets, overrides=overrides, presets=recipe.presets)
     return Trainer(recipe, cfg, resume=resume, quiet=quiet).run()
 
 

@@ -153,9 +153,14 @@ def validate(cfg: dict, defaults: Mapping[str, Any], prefix: str = "") -> None:
 
 
 def build_config(recipe_defaults: Mapping[str, Any], *, file: str | Path | None = None,
-                 sets: Iterable[str] = (), overrides: Mapping[str, Any] | None = None) -> Config:
+                 sets: Iterable[str] = (), overrides: Mapping[str, Any] | None = None,
+                 presets: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None) -> Config:
     """Resolve the layers into one :class:`Config`; unknown keys (nested ones too) are an error (typos must
-    not pass), and every value is checked against its default's type and the setting's range up front."""
+    not pass), and every value is checked against its default's type and the setting's range up front.
+
+    ``presets``: named bundles of settings selected by one setting (e.g. ``{"schedule": {"cpu": {...}}}``:
+    ``--set schedule=cpu`` applies that bundle). A selected bundle sits between the recipe's defaults and
+    the config file, so any setting given explicitly still wins."""
     cfg = Config(json.loads(json.dumps({**GENERIC_DEFAULTS, **recipe_defaults})))
     known = set(cfg)
     layers: list[tuple[str, Mapping[str, Any]]] = []
@@ -168,6 +173,15 @@ def build_config(recipe_defaults: Mapping[str, Any], *, file: str | Path | None 
         layers.append((f"--set {item}", {key.strip(): parse_value(text.strip())}))
     if overrides:
         layers.append(("", {k: v for k, v in overrides.items() if v is not None}))  # flags / keyword arguments
+    for selector, bundles in (presets or {}).items():
+        chosen = cfg.get(selector)
+        for _, layer in layers:  # the last layer that names the selector decides
+            chosen = layer.get(selector, chosen)
+        if chosen in bundles:
+            layers.insert(0, (f"{selector}={chosen}", bundles[chosen]))
+        elif chosen is not None and chosen != cfg.get(selector):
+            names = ", ".join(dict.fromkeys([str(cfg.get(selector)), *bundles]))
+            raise MLFuseError(f"unknown {selector} '{chosen}' (choose {names})")
     defaults = json.loads(json.dumps(cfg))
     for origin, layer in layers:
         for key, value in layer.items():

@@ -29,6 +29,9 @@ class Recipe:
     defaults: ClassVar[dict[str, Any]] = {}
     #: DDP flag, True when a training phase leaves some sub-modules without gradients
     find_unused_parameters: bool = False
+    #: named bundles of settings chosen by one setting, e.g. ``{"schedule": {"cpu": {"lr": 1e-3, ...}}}``
+    #: (see :func:`mlfuse.train.config.build_config`); the recipe's defaults are the authors' bundle
+    presets: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
 
     def build_model(self, cfg: Config) -> nn.Module:
         from mlfuse.registry import get_card
@@ -43,6 +46,11 @@ class Recipe:
 
     def schedulers(self, optimizers: list[torch.optim.Optimizer], cfg: Config) -> list[Any]:
         return []
+
+    def iteration_start(self, optimizers: list[torch.optim.Optimizer], epoch: int, iteration: int,
+                        steps_per_epoch: int, cfg: Config) -> None:
+        """Called before every optimiser step (a schedule that sets the learning rate per iteration, as
+        a pure function of the position, so a resumed run sets the same values); default: nothing."""
 
     def step_schedulers(self, schedulers: list[Any], epoch: int, cfg: Config) -> None:
         """Called once at the end of every epoch (``epoch`` = the epoch just finished)."""

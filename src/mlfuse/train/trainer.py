@@ -240,6 +240,7 @@ class Trainer:
                 data = {k: v.to(device, non_blocking=True) for k, v in data.items()}
                 for o in optimizers:
                     o.zero_grad(set_to_none=True)
+                recipe.iteration_start(optimizers, epoch, state["iteration"], steps_per_epoch, cfg)
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                     losses = recipe.losses(model, data, epoch, cfg)
                 if "total" not in losses:

@@ -5,10 +5,24 @@ stepped once per epoch (eta_min 0), batch 16, 501 epochs, one random 128 x 128 c
 in both images and in the functional image's VSM saliency map, no other augmentation; the model stays
 in train mode (batch statistics). Losses: :mod:`mlfuse.models.mlfuse.losses` with weights
 0.3 / 3 / 0.5 / 1. Unlike the authors' code, pairs are sorted and every crop is seeded.
+
+``schedule`` names the optimisation schedule; the losses, their weights, the data and the network
+are the authors' in every schedule:
+
+* ``authors`` (default): the schedule above, 501 epochs (~27k steps at batch 16).
+* ``cpu``: for a CPU budget of a few thousand steps. Adam's steps at lr 1e-4 are too small to get
+  anywhere in ~3k steps (mlfuse-own-v1's notes), so the peak lr is 1e-3, reached by a linear warm-up
+  over the first 2 epochs (Adam's moment estimates are noisy at first), then a cosine decay *per
+  iteration* to 1e-5 at the end (a per-epoch cosine over few epochs moves in coarse jumps). 60 epochs.
+  ``benchmarks/results/train_schedule.md`` records what it was measured against.
+
+``loss_path``: ``fast`` (default) or ``reference``; the same losses and gradients to float rounding
+(:mod:`mlfuse.models.mlfuse.losses`).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -42,6 +56,15 @@ class MLFuseRecipe(Recipe):
         "out_dir": "runs/mlfuse",
         # mlfuse's addition, a no-op on the authors' checkpoint: see MLFuseRecipe.finalize
         "orient_output": True,
+        "schedule": "authors",     # authors | cpu (see the module docstring)
+        "warmup_epochs": 0.0,      # linear warm-up of the per-iteration schedules (cpu)
+        "loss_path": "fast",       # fast | reference: same values to float rounding
+    }
+    presets: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {
+        "schedule": {
+            "authors": {},
+            "cpu": {"epochs": 60, "lr": 1e-3, "eta_min": 1e-5, "warmup_epochs": 2.0},
+        },
     }
 
     def train_dataset(self, cfg: Config) -> Dataset:
@@ -52,11 +75,24 @@ class MLFuseRecipe(Recipe):
         return [torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)]
 
     def schedulers(self, optimizers: list[torch.optim.Optimizer], cfg: Config) -> list:
-        return [torch.optim.lr_scheduler.CosineAnnealingLR(optimizers[0], T_max=int(cfg.epochs), eta_min=cfg.eta_min)]
+        if cfg.schedule == "authors":
+            return [torch.optim.lr_scheduler.CosineAnnealingLR(optimizers[0], T_max=int(cfg.epochs),
+                                                               eta_min=cfg.eta_min)]
+        return []  # per-iteration schedules set the lr in iteration_start
+
+    def iteration_start(self, optimizers: list[torch.optim.Optimizer], epoch: int, iteration: int,
+                        steps_per_epoch: int, cfg: Config) -> None:
+        if cfg.schedule == "authors":
+            return
+        lr = warmup_cosine_lr(epoch + iteration / steps_per_epoch, int(cfg.epochs), float(cfg.warmup_epochs),
+                              float(cfg.lr), float(cfg.eta_min))
+        for o in optimizers:
+            for group in o.param_groups:
+                group["lr"] = lr
 
     def losses(self, model: nn.Module, batch: dict[str, Tensor], epoch: int, cfg: Config) -> dict[str, Tensor]:
         x, y = batch["structural"], batch["functional"]
-        return mlfuse_losses(model(x, y), x, y, batch["saliency"], cfg.loss_weights)
+        return mlfuse_losses(model(x, y), x, y, batch["saliency"], cfg.loss_weights, path=cfg.loss_path)
 
 
     def finalize(self, model: nn.Module, cfg: Config, dataset: Dataset) -> dict[str, str]:
@@ -84,6 +120,17 @@ class MLFuseRecipe(Recipe):
             head.weight.neg_()
             head.bias.neg_()
         return {"output_polarity": f"{polarity:.4f} (negated the output head)", "changed": "true"}
+
+
+def warmup_cosine_lr(position: float, epochs: int, warmup: float, peak: float, floor: float) -> float:
+    """Learning rate at ``position`` epochs into a run of ``epochs``: linear from ``peak / warmup-steps``
+    up to ``peak`` over ``warmup`` epochs, then a cosine from ``peak`` down to ``floor`` at the end
+    (Loshchilov & Hutter 2017, SGDR without restarts; warm-up as Goyal et al. 2017)."""
+    if warmup > 0 and position < warmup:
+        return peak * max(position, 1e-3 * warmup) / warmup
+    span = max(epochs - warmup, 1e-12)
+    t = min(max((position - warmup) / span, 0.0), 1.0)
+    return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
 def output_polarity(model: nn.Module, x: Tensor, y: Tensor) -> float:
