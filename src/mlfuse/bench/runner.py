@@ -440,11 +440,12 @@ def efficiency_section(rows: list[Efficiency], cfg: BenchConfig, measured: str |
             "", *([measured, ""] if measured else []), efficiency_markdown(rows)]
 
 
-def update_efficiency(cfg: BenchConfig, *, quiet: bool = False,
-                      report: Callable[[str], None] | None = None) -> list[Efficiency]:
+def update_efficiency(cfg: BenchConfig, *, quiet: bool = False, report: Callable[[str], None] | None = None,
+                      command: str | None = None) -> list[Efficiency]:
     """Measure the efficiency table again and put it into the existing results page in ``cfg.out``
     (``efficiency.md``/``.csv``, the ``## Efficiency`` section of ``README.md``, ``bench.json``), leaving
-    the quality tables, which take a whole bench run to recompute, as they are."""
+    the quality tables, which take a whole bench run to recompute, as they are. ``command``: how this
+    update was run, recorded with it."""
     say = report or (lambda line: None)
     check_config(cfg)
     out_dir = Path(cfg.out)
@@ -468,10 +469,10 @@ def update_efficiency(cfg: BenchConfig, *, quiet: bool = False,
     measured = (f"Measured {date[:10]} (after the tables above) on: {mach.get('cpu')} ({mach.get('logical_cpus')} "
                 f"logical CPUs, torch {mach.get('torch')} with {mach.get('torch_threads')} thread(s)"
                 + (f"; 1-minute load average {mach['load_avg'][0]} when it ended" if mach.get("load_avg") else "")
-                + ").")
+                + ")" + (f" by `{command}`" if command else "") + ".")
     head = text.split("\n## Efficiency\n", 1)[0].rstrip()
     doc["efficiency"] = [asdict(e) for e in rows]
-    doc["efficiency_measured"] = {"date": date, "machine": mach, "command": cfg.command}
+    doc["efficiency_measured"] = {"date": date, "machine": mach, "command": command}
     write_text(out_dir / "efficiency.md", efficiency_markdown(rows), overwrite=True)
     write_text(out_dir / "efficiency.csv", efficiency_csv(rows), overwrite=True)
     write_text(doc_path, json.dumps(doc, indent=1, allow_nan=True, default=str) + "\n", overwrite=True)

@@ -156,7 +156,10 @@ def run(args: argparse.Namespace) -> int:
     if args.efficiency_only:
         if args.no_efficiency:
             raise MLFuseError("--efficiency-only and --no-efficiency exclude each other")
-        rows = update_efficiency(cfg, quiet=args.quiet, report=lambda line: tqdm.write(line, file=sys.stderr))
+        invoked = "mlfuse " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if Path(sys.argv[0]).name in (
+            "mlfuse", "__main__.py") else None
+        rows = update_efficiency(cfg, quiet=args.quiet, report=lambda line: tqdm.write(line, file=sys.stderr),
+                                 command=invoked)
         print(efficiency_markdown(rows), end="")
         print(f"updated the efficiency table of {Path(cfg.out) / 'README.md'}", file=sys.stderr)
         return 1 if any(r.error for r in rows) else 0
