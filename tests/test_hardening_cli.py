@@ -19,7 +19,7 @@ from PIL import Image as PILImage
 
 import mlfuse
 from mlfuse.cli.main import main
-from mlfuse.data.io import clean_stale_temps, read_image
+from mlfuse.data.io import as_image, clean_stale_temps, read_image
 from mlfuse.errors import (
     CheckpointError,
     FusionError,
@@ -182,6 +182,8 @@ def test_exif_orientation_is_applied_on_read(tmp_path, orientation, turn) -> Non
     path = tmp_path / "rotated.png"
     PILImage.fromarray(px).save(path, exif=exif)
     np.testing.assert_array_equal(read_image(path).pixels, np.rot90(px, turn))
+    with PILImage.open(path) as im:  # a PIL image given to the API is put upright too
+        np.testing.assert_array_equal(as_image(im).pixels, np.rot90(px, turn))
 
 
 # -- issue 14 item 7 (output part): found before any pair is computed ----------------------------------

@@ -70,9 +70,7 @@ def read_image(path: str | Path) -> Image:
     try:
         with PILImage.open(p) as im:
             im.load()
-            if im.getexif().get(_EXIF_ORIENTATION, 1) not in (0, 1):  # shown upright, as viewers do
-                im = ImageOps.exif_transpose(im)
-            return _from_pil(im, str(p))
+            return _from_pil(_upright(im), str(p))
     except InputError:
         raise
     except UnidentifiedImageError:
@@ -82,6 +80,13 @@ def read_image(path: str | Path) -> Image:
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{p}: truncated or corrupt image ({reason})") from None
+
+
+def _upright(im: PILImage.Image) -> PILImage.Image:
+    """The image as viewers show it: its EXIF orientation tag applied (a no-op without one)."""
+    if im.getexif().get(_EXIF_ORIENTATION, 1) not in (0, 1):
+        return ImageOps.exif_transpose(im)
+    return im
 
 
 def _from_pil(im: PILImage.Image, source: str) -> Image:
@@ -145,7 +150,8 @@ def from_array(arr: np.ndarray, source: str = "<array>") -> Image:
 def as_image(x: object) -> Image:
     """Accept an :class:`Image`, a path, a numpy array (H x W or H x W x C), a ``PIL.Image.Image``
     or a ``torch.Tensor`` (H x W, C x H x W or 1 x C x H x W, C = 1 or 3: PyTorch's channel-first
-    layout; uint8, or float in [0, 1]). Anything else is an :class:`InputTypeError` saying so."""
+    layout; uint8, or float in [0, 1]). A PIL image's EXIF orientation is applied, as on files.
+    Anything else is an :class:`InputTypeError` saying so."""
     if isinstance(x, Image):
         return x
     if isinstance(x, (str, os.PathLike)):
@@ -153,7 +159,7 @@ def as_image(x: object) -> Image:
     if isinstance(x, np.ndarray):
         return from_array(x)
     if isinstance(x, PILImage.Image):
-        return _from_pil(x, f"<PIL image {x.mode} {x.width}x{x.height}>")
+        return _from_pil(_upright(x), f"<PIL image {x.mode} {x.width}x{x.height}>")
     if type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach"):  # no torch import here
         return _from_tensor(x)
     raise InputTypeError(
