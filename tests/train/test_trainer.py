@@ -208,7 +208,9 @@ def test_settings_are_validated_up_front(tiny_set, tmp_path, capsys):
                          (["--batch-size", "-2"], "'batch_size' must be >= 1"),
                          (["--epochs", "0"], "'epochs' must be >= 1"),
                          (["--set", "lr=-1"], "'lr' must be > 0"),
-                         (["--set", "crop=400"], "crop 400 is larger than the training image")):
+                         (["--set", "crop=400"], "crop 400 is larger than the training image"),
+                         (["--val", str(tiny_set), "--set", "val_profile=nope"], "unknown metric profile 'nope'"),
+                         (["--val", str(tmp_path / "no_val")], str(tmp_path / "no_val"))):
         assert _train(tiny_set, out, *extra) == 2, extra
         err = capsys.readouterr().err
         assert words in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err

@@ -134,6 +134,11 @@ class Trainer:
         batch = global_batch // info.world_size
         steps_per_epoch = n // global_batch
         _check_crop(dataset)
+        if cfg.val:  # a bad validation set or profile is found now, not after the first epochs
+            from mlfuse.metrics.profiles import get_profile
+
+            get_profile(str(cfg.val_profile))
+            validation_pairs(cfg)
         ck = read_checkpoint(ckpt_path, recipe.name, device) if self.resume else None
         if ck is not None:
             check_resume_settings(ck["config"], cfg, ckpt_path, defaults={**GENERIC_DEFAULTS, **recipe.defaults})
