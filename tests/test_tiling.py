@@ -145,6 +145,9 @@ def test_every_network_tiles_exactly_or_says_it_cannot(name) -> None:
             resolve_tile(16, model, 64, 64)
         assert resolve_tile("auto", model, 4096, 4096, budget_bytes=1 << 20) is None
         return
+    if spec.streaming:  # one forward per level and window: tested on small networks of the method
+        assert name in FAMILY
+        return
     randomise_bn(model, bias=False)
     card = model.card
     m = card.size_multiple
@@ -220,3 +223,84 @@ def test_pipeline_and_cli_tile_option(tmp_path, sample_pair, random_weights, cap
                  "--weights", str(random_weights), "--tile", "lots"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("mlfuse: error: --tile 'lots'") and len(err.splitlines()) == 1
+
+
+# ------------------------------------------------------------ the CDDFuse family: streamed global sums
+#: small networks of each method (seeded random weights), an odd-sized pair (the pipeline's padding is
+#: exercised) and two tile sizes; the first makes partial windows (the image is longer than a tile plus two
+#: halos along the first axis), the second few windows (the cost is one forward per window and level).
+#: EMMA's halo of 256 makes every window the whole image at test sizes: the sums' partition over the cores
+#: is what its test checks, its halo is checked by test_family_halo_covers_the_receptive_field.
+FAMILY = {
+    "cddfuse": (dict(dim=8, heads=2), (75, 15), (20, 48)),
+    "sfdfuse": (dict(dim=8, heads=2), (107, 15), (16, 64)),
+    "smfnet": (dict(dim=8, heads=2), (75, 15), (20, 48)),
+    "emma": (dict(channels=(8, 8, 8, 8)), (61, 45), (24, 40)),
+}
+
+
+def _small(name: str) -> nn.Module:
+    from mlfuse.registry import get_card
+
+    card = get_card(name)
+    torch.manual_seed(0)
+    model = randomise_bn(card.builder(**FAMILY[name][0]), bias=False).eval()
+    model.card = card
+    return model
+
+
+@pytest.mark.parametrize("name", list(FAMILY))
+def test_family_tiled_equals_untiled(name) -> None:
+    """Tiled = untiled raw output (<= 1e-5) at two tile sizes on an odd-sized pair, through the pipeline."""
+    model = _small(name)
+    h, w = FAMILY[name][1]
+    rng = np.random.default_rng(3)
+    s, f = rng.random((h, w), dtype=np.float32), rng.random((h, w), dtype=np.float32)
+    ref = run_network(model, s, f, tile="off")
+    assert ref.std() > 1e-3  # not saturated: a wrong global sum would show
+    spec = tile_spec(model)
+    for tile in FAMILY[name][2]:
+        assert len(plan_windows(h, w, tile, spec.halo, spec.align)) > 1
+        out = run_network(model, s, f, tile=tile)
+        assert np.abs(out - ref).max() <= TOL, (name, tile)
+
+
+@pytest.mark.parametrize("name", list(FAMILY))
+def test_family_halo_covers_the_receptive_field(name) -> None:
+    """With the whole-image sums held fixed (as in the last pass), an output pixel depends only on inputs
+    within the declared halo: the input gradient of the centre pixel is zero beyond it."""
+    from mlfuse import streaming
+
+    model = _small(name)
+    spec = tile_spec(model)
+    g = torch.Generator().manual_seed(2)
+
+    def pair(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.rand(1, 1, size, size, generator=g), torch.rand(1, 1, size, size, generator=g)
+
+    def whole(size: int) -> tuple:
+        return (size, size), (slice(0, size), slice(0, size))
+
+    # the sums' values do not change which inputs reach a pixel: collect them on a small image (cheap)
+    known: dict = {}
+    s, f = pair(64)
+    with torch.inference_mode():
+        for _ in range(20):
+            state = streaming.StreamingPass(known)
+            with streaming.streaming_pass(state), streaming.window(*whole(64)):
+                model.fusion_forward(s, f)
+            if not state.partial:
+                break
+            known.update({k: tuple(v) for k, v in state.partial.items()})
+    size = 2 * spec.halo + 2 * spec.align + 1
+    s, f = pair(size)
+    s.requires_grad_(True)
+    f.requires_grad_(True)
+    with streaming.streaming_pass(streaming.StreamingPass(known)), streaming.window(*whole(size)):
+        out = model.fusion_forward(s, f)
+    c = size // 2
+    out[0, 0, c, c].backward()
+    grad = (s.grad.abs() + f.grad.abs())[0, 0]
+    reach = (grad > 0).nonzero()
+    assert len(reach) > 1 and torch.isfinite(grad).all()
+    assert (reach - c).abs().max().item() <= spec.halo

@@ -224,9 +224,10 @@ def _max_diff(a: nn.Module, b: nn.Module, s: Tensor, f: Tensor) -> float:
 
 def _auto_block(model: nn.Module) -> int | None:
     """Cache-blocking tile for a network with an exact tiling: 160 px (a 32-channel float32 map
-    of such a tile is ~3 MB, near the CPU's L2+L3 share per core) or 6 halos, whichever is larger."""
+    of such a tile is ~3 MB, near the CPU's L2+L3 share per core) or 6 halos, whichever is larger;
+    none for a network whose tiling streams its global sums in passes (mlfuse.streaming)."""
     spec = tile_spec(model)
-    if spec is None:
+    if spec is None or spec.streaming:  # streamed global sums cost a forward per level: never for speed
         return None
     halo = -(-spec.halo // spec.align) * spec.align
     return -(-max(160, 6 * halo) // spec.align) * spec.align

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from mlfuse.models.base import FusionModel
 from mlfuse.models.blocks import LiteBlock
+from mlfuse.tiling import TileSpec
 
 if TYPE_CHECKING:
     from mlfuse.registry import ModelCard
@@ -101,6 +102,16 @@ class EMMA(FusionModel):
 
     TASKS = TASKS
 
+    #: exact tiling (mlfuse.tiling; ``task="pad"``): receptive radius 256 at input resolution (counted 250:
+    #: six 3x3 convs per block at 1/1, 1/2, 1/4 and three blocks at 1/8 resolution, the stride-2 and
+    #: transposed convs; measured 249 by input gradients), tiles on the 1/8 grid; the 16 Lite channel
+    #: attentions are whole-image sums, streamed in passes (one per level: 9)
+    _TILE_SPEC = TileSpec(
+        halo=256, align=FACTOR, streaming=True,
+        global_ops=("Lite channel attention: Q K^T and |q|, |k| summed over all positions of each level",),
+        bytes_per_pixel=4096, untiled_bytes_per_pixel=4096,
+    )
+
     def __init__(self, task: str = "pad", channels: tuple[int, int, int, int] = (8, 16, 32, 32)) -> None:
         super().__init__()
         if task not in TASKS:
@@ -133,6 +144,11 @@ class EMMA(FusionModel):
         self.de_3 = RestormerCNNBlock(c3 * 2, c3)
         self.de_4 = RestormerCNNBlock(c4, c4)
         self.last = nn.Sequential(_conv3(c1, 1, True), nn.Sigmoid())
+
+    @property
+    def TILE_SPEC(self) -> TileSpec | None:
+        """Exact tiling for ``task="pad"``; none for ``"authors-tiles"`` (test.py's own crops)."""
+        return self._TILE_SPEC if self.task == "pad" else None
 
     # -- the registry card, adjusted to the size mode ------------------------------------------------
     @property

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mlfuse import streaming
 from mlfuse.models.base import FusionModel
 from mlfuse.models.blocks import (
     MDTA,
@@ -29,6 +30,7 @@ from mlfuse.models.blocks import (
     l2_channel_attention,
 )
 from mlfuse.models.blocks.checkpoints import AuthorsLayoutMixin
+from mlfuse.tiling import TileSpec
 
 DIM = 64
 HEADS = 8
@@ -61,6 +63,8 @@ class TransformerBlock(nn.Module):
         self.ffn_leff = LeFF(dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        if streaming.skip(self, x):  # poisoned in a tiled pass: the output would be too
+            return x
         x = x + self.attn(self.norm1(x))
         return x + self.ffn_leff(self.norm2(x))
 
@@ -78,6 +82,8 @@ class BaseFeatureExtraction(nn.Module):
         self.reduce_channel = nn.Conv2d(dim * 2, dim, 1, bias=False)  # unused (quirk 10)
 
     def forward(self, x: Tensor) -> Tensor:
+        if streaming.skip(self, x):  # poisoned in a tiled pass: the output would be too
+            return x
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
@@ -105,6 +111,8 @@ class TransformerBase(nn.Module):
         self.mlp = FFN(dim, 2 * dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        if streaming.skip(self, x):  # poisoned in a tiled pass: the output would be too
+            return x
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
@@ -127,6 +135,8 @@ class Block(nn.Module):
         self.conv = _conv_stack(dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        if streaming.skip(self, x):  # poisoned in a tiled pass: the output would be too
+            return x
         y = x
         for group in self.residual_group:
             y = group(y)
@@ -158,6 +168,8 @@ class CrossTransAttention(nn.Module):
     channel attention with L2-normalised q, k per head. Keys ``temperature``, ``kv``, ``q``,
     ``kv_dwconv``, ``q_dwconv``, ``project_out`` (all convs with bias)."""
 
+    STREAMING_OP = True  # whole-image sums in a tiled pass (mlfuse.streaming)
+
     def __init__(self, dim: int = DIM // 2, heads: int = HEADS) -> None:
         super().__init__()
         self.num_heads = heads
@@ -171,7 +183,7 @@ class CrossTransAttention(nn.Module):
     def forward(self, guide: Tensor, op: Tensor) -> Tensor:
         q = self.q_dwconv(self.q(guide))
         k, v = self.kv_dwconv(self.kv(op)).chunk(2, dim=1)
-        return self.project_out(l2_channel_attention(q, k, v, self.temperature, self.num_heads))
+        return self.project_out(l2_channel_attention(q, k, v, self.temperature, self.num_heads, self))
 
 
 class _Conv(nn.Module):
@@ -511,6 +523,16 @@ class SMFNet(AuthorsLayoutMixin, FusionModel):
     """
 
     TOP_LEVEL = ("DIDF_Encoder", "DIDF_Decoder", "BaseFuseLayer", "DetailFuseLayer", "GraphModel")
+
+    #: exact tiling (mlfuse.tiling): receptive radius 27 (counted: shallow 3, base branch 17 more, BaseFuse 2,
+    #: decoder block 2, three 3x3 head convs; the graph's dilation-16 nodes reach 20; measured 26 by input
+    #: gradients with the global ops made local); the 17 channel attentions per forward (MDTA, Lite, TCA)
+    #: are whole-image sums, streamed in passes (one per level: 12)
+    TILE_SPEC = TileSpec(
+        halo=27, align=1, streaming=True,
+        global_ops=("channel attention (MDTA, Lite, TCA): Q K^T and |q|, |k| summed over all H*W positions",),
+        bytes_per_pixel=4096, untiled_bytes_per_pixel=4096,
+    )
 
     def __init__(self, interleaved_gates: bool = True, dim: int = DIM, heads: int = HEADS) -> None:
         super().__init__()
