@@ -237,8 +237,8 @@ def test_small_set_trains_with_a_capped_batch_and_a_failed_start_leaves_nothing(
         raise MLFuseError("synthetic failure in the first step")
 
     monkeypatch.setattr(recipe, "losses", boom)
-    assert _train(tiny_set, tmp_path / "failed", "--epochs", "1") == 2
-    assert "synthetic failure" in capsys.readouterr().err and not (tmp_path / "failed").exists()
+    assert _train(tiny_set, tmp_path / "runs" / "failed", "--epochs", "1") == 2
+    assert "synthetic failure" in capsys.readouterr().err and not (tmp_path / "runs").exists()
 
 
 def test_fresh_run_refuses_a_non_empty_folder(tiny_set, tmp_path, capsys):

@@ -174,15 +174,19 @@ class Trainer:
                                   f"({str(exc).strip().splitlines()[0][:200]})") from None
             state = ck["state"]
         barrier(info)
-        created = info.is_main and not out.exists()
+        created = None  # the outermost folder this run makes (runs/ of runs/try too, if it is new)
         if info.is_main:
+            for folder in (out.absolute(), *out.absolute().parents):
+                if folder.exists():
+                    break
+                created = folder
             out.mkdir(parents=True, exist_ok=True)
         try:
             return self._train(info, device, out, model, net, optimizers, schedulers, scaler, amp_dtype, use_scaler,
                                dataset, n, batch, global_batch, steps_per_epoch, state)
         except BaseException:
-            if created and not ckpt_path.exists():  # failed before its first checkpoint: nothing to resume
-                shutil.rmtree(out, ignore_errors=True)
+            if created is not None and not ckpt_path.exists():  # failed before its first checkpoint
+                shutil.rmtree(created, ignore_errors=True)
             raise
 
     def _global_batch(self, n: int, info: DistInfo) -> int:
