@@ -304,3 +304,45 @@ def test_family_halo_covers_the_receptive_field(name) -> None:
     reach = (grad > 0).nonzero()
     assert len(reach) > 1 and torch.isfinite(grad).all()
     assert (reach - c).abs().max().item() <= spec.halo
+
+
+# ------------------------------------------------------------ memory: --tile off refused, allocation failures
+def test_tile_off_refused_when_the_estimate_does_not_fit(net, monkeypatch) -> None:
+    """--tile off on a pair whose untiled forward would not fit the available memory: one line that
+    suggests --tile auto, before any forward (issue 14 item 2)."""
+    import mlfuse.tiling as tiling
+
+    monkeypatch.setattr(tiling, "available_memory", lambda device="cpu": 64 << 20)
+    with pytest.raises(TilingError, match="use --tile auto") as err:
+        resolve_tile("off", net, 4000, 6000, check_memory=True)
+    assert "\n" not in str(err.value) and "6000x4000" in str(err.value)
+    assert resolve_tile("off", net, 100, 100, check_memory=True) is None  # small: fits
+    assert resolve_tile("off", net, 4000, 6000) is None  # no check asked (the Python API's default)
+    tile = resolve_tile("auto", net, 4000, 6000, budget_bytes=64 << 20)
+    assert tile is not None  # auto never runs untiled what does not fit its budget
+
+
+def test_allocation_failure_fails_the_pair_and_the_folder_run_goes_on(net, tmp_path, monkeypatch) -> None:
+    """An allocation failure inside a forward fails that pair with one line; the next pair is fused."""
+    from mlfuse.fuse import fuse_folder
+
+    for d in ("vi", "ir"):
+        (tmp_path / d).mkdir()
+        for name in ("a", "b"):
+            PILImage.fromarray(np.full((20, 24), 100 if name == "a" else 50, np.uint8)).save(tmp_path / d / f"{name}.png")
+    real = type(net).fusion_forward
+    calls = []
+
+    def flaky(self, s, f):
+        calls.append(s.shape)
+        if len(calls) == 1:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate memory: "
+                               "you tried to allocate 999999999999 bytes.")
+        return real(self, s, f)
+
+    monkeypatch.setattr(type(net), "fusion_forward", flaky)
+    lines: list[str] = []
+    report = fuse_folder(net, tmp_path / "vi", tmp_path / "ir", tmp_path / "out", quiet=True, report=lines.append)
+    assert [name for name, _ in report.failed] == ["a"] and "out of memory" in report.failed[0][1]
+    assert "--tile auto" in report.failed[0][1] and len(report.written) == 1
+    assert (tmp_path / "out" / "b.png").exists() and not (tmp_path / "out" / "a.png").exists()

@@ -41,7 +41,7 @@ from mlfuse.data.io import (
 from mlfuse.data.pairs import Pairing, pair_folders
 from mlfuse.errors import FusionError, InputError, MLFuseError, OutputError, OutputExistsError
 from mlfuse.progress import bar_disabled
-from mlfuse.tiling import default_budget, resolve_tile, tiled_forward
+from mlfuse.tiling import default_budget, is_out_of_memory, resolve_tile, tiled_forward
 
 OUTPUT_RULES = ("minmax", "clamp", "minmax-round")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -107,18 +107,25 @@ def run_network(model: nn.Module, structural: np.ndarray, functional: np.ndarray
     # CPU tiles run one per core with single-threaded ops (no per-op thread synchronisation)
     workers = getattr(model, "workers", torch.get_num_threads()) if device.type == "cpu" else 1
     budget = default_budget(device) if tile_budget_mb is None else int(tile_budget_mb * 2**20)
-    tile_size = resolve_tile(tile, model, *structural.shape, budget, workers)
+    tile_size = resolve_tile(tile, model, *structural.shape, budget, workers, check_memory=True)
     s = torch.from_numpy(np.ascontiguousarray(structural))[None, None]
     f = torch.from_numpy(np.ascontiguousarray(functional))[None, None]
     if tile_size is None:
         s, f = s.to(device), f.to(device)
     dtype = PRECISIONS[precision]
-    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32,
-                                                enabled=dtype is not None):
-        if tile_size is None:
-            out = model.fusion_forward(s, f)
-        else:
-            out = tiled_forward(model, s, f, tile_size, progress=progress, workers=workers)
+    try:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32,
+                                                    enabled=dtype is not None):
+            if tile_size is None:
+                out = model.fusion_forward(s, f)
+            else:
+                out = tiled_forward(model, s, f, tile_size, progress=progress, workers=workers)
+    except (MemoryError, RuntimeError) as exc:  # an allocation failure is this pair's, not the run's
+        if not is_out_of_memory(exc):
+            raise
+        how = "untiled" if tile_size is None else f"in {tile_size}-pixel tiles"
+        raise FusionError(f"out of memory fusing {w}x{h} with {card.name} {how}: use --tile auto or a smaller "
+                          "--tile-budget") from None
     out = out.float()[0, 0].cpu().numpy()[top:top + h, left:left + w]
     finite = np.isfinite(out)
     if not finite.all():

@@ -251,31 +251,70 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 def default_budget(device: torch.device) -> int:
-    """Bytes a tile may use: ``DEFAULT_BUDGET_BYTES``, less where the machine has less free memory."""
+    """Bytes a tile may use: ``DEFAULT_BUDGET_BYTES``, less where the machine has less free memory
+    (a quarter of :func:`available_memory`; CUDA: half the free device memory)."""
+    available = available_memory(device)
+    if available is None:
+        return DEFAULT_BUDGET_BYTES
+    if torch.device(device).type == "cuda":
+        return max(64 << 20, available // 2)
+    return max(64 << 20, min(DEFAULT_BUDGET_BYTES, available // 4))
+
+
+def available_memory(device: torch.device | str = "cpu") -> int | None:
+    """Bytes a new allocation can get: free device memory (CUDA), else the system's MemAvailable."""
+    device = torch.device(device)
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return max(64 << 20, free // 2)
-    available = None
+        return torch.cuda.mem_get_info(device)[0]
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
                 if line.startswith("MemAvailable:"):
-                    available = int(line.split()[1]) * 1024
-                    break
+                    return int(line.split()[1]) * 1024
     except OSError:
-        try:
-            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            available = None
-    if available is None:
-        return DEFAULT_BUDGET_BYTES
-    return max(64 << 20, min(DEFAULT_BUDGET_BYTES, available // 4))
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def untiled_bytes(spec: TileSpec, height: int, width: int) -> int:
+    """Estimated peak memory of the untiled forward on a ``height x width`` pair (from the spec's
+    measured per-pixel figure, ``benchmarks/bench_memory.py``)."""
+    return height * width * (spec.untiled_bytes_per_pixel or spec.bytes_per_pixel)
+
+
+def check_untiled_fits(model: nn.Module, height: int, width: int, available: int | None = None) -> None:
+    """Raise :class:`TilingError` (one line suggesting ``--tile auto``) when the untiled forward's
+    estimated memory exceeds what the model's device has available; nothing for a network that
+    declares no tiling (no estimate, and nothing else to offer)."""
+    spec = tile_spec(model)
+    if spec is None:
+        return
+    available = available_memory(_model_device(model)) if available is None else available
+    need = untiled_bytes(spec, height, width)
+    if available is not None and need > available:
+        name = getattr(getattr(model, "card", None), "name", type(model).__name__)
+        raise TilingError(f"--tile off: '{name}' on {width}x{height} needs about {need / 2**30:.1f} GiB untiled but "
+                          f"{available / 2**30:.1f} GiB are available: use --tile auto (exact, bounded memory)")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure (``MemoryError``, torch's CPU allocator or CUDA OOM)."""
+    if isinstance(exc, MemoryError):
+        return True
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom is not None and isinstance(exc, oom):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
 
 
 def choose_tile(spec: TileSpec, height: int, width: int, budget_bytes: int) -> int | None:
     """Largest square core (a multiple of ``spec.align``) whose window fits ``budget_bytes``;
     ``None`` when the whole image fits and tiling is not needed."""
-    if height * width * spec.bytes_per_pixel <= budget_bytes:
+    if untiled_bytes(spec, height, width) <= budget_bytes:
         return None
     side = math.isqrt(budget_bytes // spec.bytes_per_pixel) - 2 * _ceil_to(spec.halo, spec.align)
     side = side // spec.align * spec.align
@@ -283,15 +322,19 @@ def choose_tile(spec: TileSpec, height: int, width: int, budget_bytes: int) -> i
 
 
 def resolve_tile(tile: str | int | None, model: nn.Module, height: int, width: int,
-                 budget_bytes: int | None = None, workers: int = 1) -> int | None:
+                 budget_bytes: int | None = None, workers: int = 1, *, check_memory: bool = False) -> int | None:
     """Turn a tile option into a core size in pixels, or ``None`` for the untiled forward.
 
-    ``"off"``/``None``/``0``: untiled. ``"auto"``: tiles only if the image does not fit the budget
-    (default :func:`default_budget`), then tiles that fit it ``workers`` at a time; a network that
-    declares no tiling then runs untiled. An integer (or its string) ``N``: N x N cores; an error
-    for a network that declares no tiling.
+    ``"off"``/``None``/``0``: untiled; with ``check_memory``, an error (one line suggesting
+    ``auto``) when the untiled forward's estimated memory exceeds what is available
+    (:func:`check_untiled_fits`). ``"auto"``: tiles only if the untiled forward's estimate
+    (:func:`untiled_bytes`) does not fit the budget (default :func:`default_budget`), then the largest
+    tiles that fit it ``workers`` at a time; a network that declares no tiling then runs untiled.
+    An integer (or its string) ``N``: N x N cores; an error for a network that declares no tiling.
     """
     if tile is None or tile == 0 or (isinstance(tile, str) and tile.strip().lower() in ("off", "none", "0", "")):
+        if check_memory:
+            check_untiled_fits(model, height, width)
         return None
     spec = tile_spec(model)
     name = getattr(getattr(model, "card", None), "name", type(model).__name__)
@@ -301,7 +344,7 @@ def resolve_tile(tile: str | int | None, model: nn.Module, height: int, width: i
         if spec is None:
             return None
         budget = budget_bytes if budget_bytes is not None else default_budget(_model_device(model))
-        if height * width * spec.bytes_per_pixel <= budget:
+        if untiled_bytes(spec, height, width) <= budget:
             return None
         return choose_tile(spec, height, width, budget // max(1, workers))
     try:

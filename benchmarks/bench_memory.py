@@ -1,0 +1,124 @@
+"""Memory and time per megapixel of every network's forward, untiled and tiled (mlfuse.tiling).
+
+Each measurement runs in a fresh subprocess (one thread, seeded random weights at the method's real
+size, inference mode): peak RSS is read from ``/proc/self/status`` (VmHWM, reset through
+``/proc/self/clear_refs`` after the model and inputs exist), so a figure is what the forward itself
+adds. Per method and image size: seconds, seconds per megapixel, peak bytes per input pixel
+(untiled) or per window pixel (tiled, the whole-image output buffer subtracted) and, tiled, the
+largest difference from the untiled output where both ran. These figures are what the networks'
+``TileSpec.bytes_per_pixel`` / ``untiled_bytes_per_pixel`` (used by ``--tile auto`` and the
+``--tile off`` memory check) are set from.
+
+    nice -n 10 python benchmarks/bench_memory.py                       # default sizes, all methods
+    nice -n 10 python benchmarks/bench_memory.py --methods cddfuse --sizes 256x320 512x640 --tile 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+METHODS = ("mlfuse", "cddfuse", "sfdfuse", "emma", "smfnet")
+
+
+def _hwm() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _child(cfg: dict) -> None:
+    import torch
+
+    import mlfuse
+    from mlfuse.tiling import plan_windows, tile_spec, tiled_forward
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = mlfuse.create_model(cfg["method"], weights=None).eval()
+    h, w = cfg["size"]
+    g = torch.Generator().manual_seed(1)
+    s, f = torch.rand(1, 1, h, w, generator=g), torch.rand(1, 1, h, w, generator=g)
+    with torch.inference_mode():  # warm-up on a small pair (allocator, oneDNN primitives)
+        model.fusion_forward(s[..., :64, :64].contiguous(), f[..., :64, :64].contiguous())
+    Path("/proc/self/clear_refs").write_text("5")
+    base = _hwm()
+    t = time.perf_counter()
+    with torch.inference_mode():
+        if cfg["tile"]:
+            out = tiled_forward(model, s, f, cfg["tile"])
+        else:
+            out = model.fusion_forward(s, f)
+    seconds = time.perf_counter() - t
+    peak = _hwm() - base
+    res = {"seconds": seconds, "peak_bytes": peak, "mp": h * w / 1e6}
+    if cfg["tile"]:
+        spec = tile_spec(model)
+        wins = plan_windows(h, w, cfg["tile"], spec.halo, spec.align)
+        win_px = max((x.bottom - x.top) * (x.right - x.left) for x in wins)
+        res.update(windows=len(wins), window_pixels=win_px,
+                   bytes_per_window_pixel=round((peak - out.numel() * 4) / win_px))
+    else:
+        res["bytes_per_pixel"] = round(peak / (h * w))
+    if cfg.get("save"):
+        np.save(cfg["save"], out.float().numpy()[0, 0])
+    print(json.dumps(res))
+
+
+def _run(cfg: dict, timeout: float) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(cfg)], capture_output=True, text=True,
+                          timeout=timeout)
+    if proc.returncode:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--methods", nargs="+", default=list(METHODS))
+    p.add_argument("--sizes", nargs="+", default=["256x320", "512x640"], help="HxW")
+    p.add_argument("--tile", type=int, default=128)
+    p.add_argument("--timeout", type=float, default=3600)
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "memory_cpu.json"))
+    p.add_argument("--child")
+    args = p.parse_args()
+    if args.child:
+        _child(json.loads(args.child))
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    from mlfuse.bench.efficiency import machine
+
+    rows = []
+    tmp = Path("/tmp") / f"bench_memory_{int(time.time())}"
+    tmp.mkdir(exist_ok=True)
+    for method in args.methods:
+        for size in args.sizes:
+            h, w = (int(v) for v in size.lower().split("x"))
+            ref = tmp / f"{method}_{size}_off.npy"
+            row = {"method": method, "size": [h, w]}
+            row["untiled"] = _run({"method": method, "size": [h, w], "tile": 0, "save": str(ref)}, args.timeout)
+            tiled_path = tmp / f"{method}_{size}_tiled.npy"
+            row["tiled"] = _run({"method": method, "size": [h, w], "tile": args.tile, "save": str(tiled_path)},
+                                args.timeout)
+            if ref.exists() and tiled_path.exists():
+                row["tiled"]["max_abs_diff"] = float(np.abs(np.load(ref) - np.load(tiled_path)).max())
+            for key in ("untiled", "tiled"):
+                if "seconds" in row[key]:
+                    row[key]["seconds_per_mp"] = round(row[key]["seconds"] / row[key]["mp"], 2)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    result = {"machine": machine(), "threads": 1, "tile": args.tile, "rows": rows,
+              "reproduce": "nice -n 10 python benchmarks/bench_memory.py " + " ".join(sys.argv[1:])}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
