@@ -329,7 +329,8 @@ def test_allocation_failure_fails_the_pair_and_the_folder_run_goes_on(net, tmp_p
     for d in ("vi", "ir"):
         (tmp_path / d).mkdir()
         for name in ("a", "b"):
-            PILImage.fromarray(np.full((20, 24), 100 if name == "a" else 50, np.uint8)).save(tmp_path / d / f"{name}.png")
+            pixels = np.full((20, 24), 100 if name == "a" else 50, np.uint8)
+            PILImage.fromarray(pixels).save(tmp_path / d / f"{name}.png")
     real = type(net).fusion_forward
     calls = []
 
