@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import signal
@@ -347,3 +348,16 @@ def test_mlfuse_finalize_gives_the_output_the_sources_polarity(tiny_set, officia
     assert notes["changed"] == "true" and "negated" in notes["output_polarity"]
     assert all(torch.equal(before[k], v) for k, v in negative.state_dict().items())
     assert recipe.finalize(negative, build_config(recipe.defaults, sets=["orient_output=false"]), dataset) == {}
+
+
+def test_validation_mean_leaves_out_non_finite_values(tiny_set, tmp_path, monkeypatch):
+    import mlfuse.metrics.evaluation as E
+    from mlfuse.train.trainer import validate
+
+    values = iter([{"VIF": float("inf"), "CC": float("nan")}, {"VIF": 0.5, "CC": float("nan")}])
+    monkeypatch.setattr(E, "evaluate", lambda *a, **k: next(values))
+    cfg = build_config(get_recipe("mlfuse").defaults,
+                       overrides={"val": [{"root": str(tiny_set)}], "val_max_pairs": 2})
+    net = mlfuse.create_model("mlfuse", weights=None)
+    scores = validate(net, cfg, tmp_path, 1)
+    assert scores["VIF"] == 0.5 and math.isnan(scores["CC"])

@@ -435,7 +435,13 @@ def validate(net: nn.Module, cfg: Config, out: Path, epoch: int, *, quiet: bool 
                     scores.setdefault(k, []).append(v)
     finally:
         net.train(was_training)
-    return {k: float(np.nanmean(v)) for k, v in scores.items()}
+    # the mean over the finite values, as mlfuse eval's (a NaN/inf of one pair, e.g. CC of a flat image, is the
+    # reference code's own value but would make the logged mean NaN/inf)
+    means = {}
+    for k, v in scores.items():
+        finite = [x for x in v if np.isfinite(x)]
+        means[k] = float(np.mean(finite)) if finite else float("nan")
+    return means
 
 
 class _Logger:
