@@ -53,6 +53,15 @@ ELSEWHERE = {
         "tests/train/test_trainer.py::test_ddp_two_processes_match_one",
     'pip install ".[export]"': "tests/test_readme.py::test_install_extras_exist",
     "mlfuse export mlfuse --weights mlfuse-paper -o mlfuse.onnx": "tests/test_export.py::test_cli_export",
+    # mlfuse downstream: run verbatim (tiny config appended) on labelled scenes / fake MSRS and M3FD layouts
+    **{c: "tests/downstream/test_downstream_cli.py::test_readme_downstream_commands" for c in (
+        "mlfuse sample scenes --scenes 64",
+        "mlfuse downstream seg --data scenes -m mlfuse -m gff -m average --out results/seg",
+        "mlfuse downstream det --data scenes -m mlfuse -m gff -m average --out results/det",
+        "mlfuse downstream seg --data MSRS --methods mine=fused/msrs -m mlfuse --config "
+        "configs/downstream_seg_gpu.toml --out results/msrs_seg",
+        "mlfuse downstream det --data M3FD --methods mine=fused/m3fd --config configs/downstream_det_gpu.toml "
+        "--out results/m3fd_det")},
     # the model zoo: no network here, so these run against a loopback server with computed blob ids
     "mlfuse weights fetch cddfuse-ivf": "tests/test_releases.py::test_every_release_fetches_verifies_and_fuses",
     "mlfuse weights fetch all": "tests/test_releases.py::test_every_release_fetches_verifies_and_fuses",

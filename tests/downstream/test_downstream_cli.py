@@ -106,3 +106,58 @@ def test_msrs_real_pairs_evaluation_only(shared: Path) -> None:
     vis = np.asarray(Image.open(data.test[0].visible).convert("RGB"))
     pred = predict(net, "det", vis, cfg, torch.device("cpu"))
     assert len(pred.boxes) <= cfg.max_dets and (pred.boxes[:, 2] <= 640).all() and (pred.boxes[:, 3] <= 480).all()
+
+
+def _readme_downstream_commands() -> list[str]:
+    import re
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    lines = [ln.strip() for block in re.findall(r"```bash\n(.*?)```", text, re.S) for ln in block.splitlines()]
+    return [ln for ln in lines if ln.startswith(("mlfuse downstream", "mlfuse sample scenes"))]
+
+
+def test_readme_downstream_commands(scenes: Path, tiny_config: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """The README's downstream commands, verbatim, in a folder with its names (tiny scenes for MSRS, a few
+    pairs under names of the shipped M3FD split), with a tiny config appended (later options win)."""
+    import shlex
+
+    from mlfuse.downstream.data import shipped_split
+
+    commands = _readme_downstream_commands()
+    assert len(commands) == 5
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "configs").symlink_to(Path(__file__).resolve().parents[2] / "configs")
+    (work / "MSRS").symlink_to(scenes)
+    (work / "fused").mkdir()
+    _average_folder(scenes, work / "fused" / "msrs")
+    split, _ = shipped_split()
+    m3fd = work / "M3FD"
+    for sub in ("Vis", "Ir", "Annotation"):
+        (m3fd / sub).mkdir(parents=True)
+    (work / "fused" / "m3fd").mkdir()
+    for i, name in enumerate(split["train"][:4] + split["test"][:2]):
+        src = f"{i:05d}.png"
+        shutil.copy(scenes / "train" / "vi" / src, m3fd / "Vis" / f"{name}.png")
+        shutil.copy(scenes / "train" / "ir" / src, m3fd / "Ir" / f"{name}.png")
+        shutil.copy(scenes / "train" / "ir" / src, work / "fused" / "m3fd" / f"{name}.png")
+        (m3fd / "Annotation" / f"{name}.xml").write_text(
+            "<annotation><object><name>Car</name><bndbox><xmin>10</xmin><ymin>20</ymin><xmax>40</xmax>"
+            "<ymax>50</ymax></bndbox></object></annotation>")
+    monkeypatch.chdir(work)
+    tiny = ["--config", str(tiny_config), "--threads", "1", "-q"]
+    for command in commands:
+        argv = shlex.split(command)[1:]
+        extra = ["--scenes", "2"] if argv[0] == "sample" else tiny
+        assert main(argv + extra) == 0, command
+        if argv[0] == "sample":  # two scenes written; the runs below use the session's small ones
+            assert len(list((work / "scenes" / "test" / "labels").glob("*.txt"))) == 1
+            shutil.rmtree(work / "scenes")
+            (work / "scenes").symlink_to(scenes)
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        if argv[0] == "downstream":
+            out = work / argv[argv.index("--out") + 1]
+            assert (out / "README.md").is_file() and (out / f"{argv[1]}.json").is_file()
+    doc = json.loads((work / "results" / "m3fd_det" / "det.json").read_text())
+    assert doc["data"]["split"].endswith("m3fd_split_seed0.txt") and doc["data"]["test_pairs"] == 2

@@ -143,7 +143,8 @@ def overlay(rgb: np.ndarray, pred: np.ndarray | Detections, min_score: float = 0
 
 
 def figures(result: DownstreamResult, out_dir: Path) -> list[Path]:
-    """One figure per preview pair: visible, infrared, ground truth, then each input's prediction."""
+    """One figure per preview pair: the visible and infrared sources, the ground truth, then each input's
+    prediction drawn on that input's image."""
     files = []
     for k, (item, truth) in enumerate(zip(result.figure_items, result.truths, strict=True)):
         vis = read_image(item.visible).pixels
@@ -153,8 +154,8 @@ def figures(result: DownstreamResult, out_dir: Path) -> list[Path]:
         panels = [("visible", vis), ("infrared", read_image(item.infrared).pixels),
                   ("ground truth", overlay(vis, truth))]
         for r in result.results:
-            panels.append((r.label, overlay(*r.previews[k]) if len(r.previews) > k else None))
-        fig = comparison_figure(panels, tile_height=min(256, vis.shape[0] * 2),
+            panels.append((f"{r.label}: predicted", overlay(*r.previews[k]) if len(r.previews) > k else None))
+        fig = comparison_figure(panels, tile_height=min(192, vis.shape[0] * 2),
                                 title=f"{result.data.task} predictions on test pair {item.name}")
         files.append(write_png(fig, out_dir / "figures" / f"{result.data.task}_{item.name}.png", overwrite=True))
     return files

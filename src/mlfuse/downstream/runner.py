@@ -28,6 +28,7 @@ from mlfuse.downstream.data import IGNORE_INDEX, DownstreamData, Item, load_targ
 from mlfuse.downstream.metrics import ConfusionMatrix, Detections, DetectionScores, detection_scores
 from mlfuse.downstream.networks import build_network, load_backbone
 from mlfuse.errors import InputError, MLFuseError
+from mlfuse.progress import show_bars
 
 INFRARED, VISIBLE = "infrared", "visible"
 
@@ -281,7 +282,7 @@ def run_downstream(data: DownstreamData, inputs: list[InputSpec], cfg: TaskConfi
                                  f"{', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
             train_x = torch.stack([_resize(source.image(it), cfg.size) for it, _, _ in labelled["train"]])
             bar = None
-            if not quiet:
+            if show_bars(quiet):
                 from tqdm import tqdm
 
                 bar = tqdm(total=cfg.epochs * max(1, math.ceil(len(train_x) / cfg.batch_size)),
