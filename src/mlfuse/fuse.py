@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from mlfuse.data.color import COLOR_MODES, colorize
 from mlfuse.data.io import (
+    IMAGE_EXTENSIONS,
     Image,
     as_image,
     check_distinct_inputs,
@@ -222,7 +223,7 @@ def check_folder_output(out_dir: str | os.PathLike, ext: str, inputs: list[str |
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: is a file; folder runs need an output folder")
-    if not out.exists() and out.suffix.lower() in _IMAGE_SUFFIXES:
+    if not out.exists() and out.suffix.lower() in IMAGE_EXTENSIONS:
         raise OutputError(f"{out}: looks like an image file name, but folder inputs give one output per pair: "
                           "give an output folder")
     try:
@@ -231,9 +232,6 @@ def check_folder_output(out_dir: str | os.PathLike, ext: str, inputs: list[str |
         raise OutputError(f"--ext {ext}: not an image format Pillow can write (use png, jpg, tif, bmp)") from None
     check_writable_folder(out)
     return out
-
-
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".gif")
 
 
 def existing_outputs(pairing: Pairing, out_dir: str | os.PathLike, ext: str) -> list[Path]:
