@@ -148,3 +148,11 @@ def test_coco_matches_pycocotools(seed: int) -> None:
                 assert math.isnan(ours.ap[k, t])
             else:
                 assert ours.ap[k, t] == pytest.approx(ref, abs=1e-12), (k, t)
+
+
+def test_yolov5_no_true_positive_at_all_is_zero() -> None:
+    # val.py reports 0 when no prediction is correct anywhere; the padded integral alone would give 0.005
+    gt = [Detections([[0, 0, 10, 10]], [0])]
+    pred = [Detections([[50, 50, 60, 60]], [0], [0.9])]
+    assert detection_scores(pred, gt, 1, "yolov5").map50() == 0.0
+    assert detection_scores(pred, gt, 1, "coco").map50() == 0.0

@@ -11,13 +11,17 @@ Detection, two named conventions (a table always says which one it uses):
   of a class over the split sorted by score (stable); precision envelope from the right, sampled
   at the first recall >= each of 101 thresholds 0, 0.01, ..., 1 (0 past the last recall); AP =
   mean of the 101 samples. Classes without ground truth are left out of the mean.
-* ``yolov5`` — what YOLOv5's ``val.py`` prints (``process_batch`` in ``val.py``, ``ap_per_class``
-  and ``compute_ap`` in ``utils/metrics.py``): per image, every (label, prediction) pair of the same
-  class with IoU >= t, sorted by IoU (highest first); each prediction keeps its best label, then
-  each label keeps one prediction (the first in the image's prediction order, which is descending
-  score after NMS); recall/precision over the split (stable sort by score), padded with (0, 1) and
-  (1, 0), envelope made non-increasing, AP = trapezoidal integral of the envelope interpolated at
-  101 evenly spaced recall points. A class with labels but no predictions scores 0 and counts.
+* ``yolov5`` — what YOLOv5's ``val.py`` prints (ultralytics/yolov5 v7.0: ``process_batch`` in
+  ``val.py``, ``ap_per_class`` and ``compute_ap`` in ``utils/metrics.py``): per image and IoU
+  threshold t, every (label, prediction) pair of the same class with IoU >= t, sorted by IoU
+  (highest first); each prediction keeps its best label, then each label keeps one prediction (the
+  first in the image's prediction order, descending score after NMS; YOLOv5 leaves the re-sort by
+  IoU commented out). Recall/precision over the split (stable sort by score), padded with (0, 1)
+  and (1, 0), envelope made non-increasing, AP = trapezoidal integral of the envelope interpolated
+  at 101 evenly spaced recall points (so a perfect detector scores 0.995). A class with labels but
+  no predictions scores 0 and counts; no true positive at all gives 0 everywhere (``val.py``'s
+  ``stats[0].any()`` guard). YOLOv5 v6.0 matched once at t = 0.5 and reused those matches at the
+  higher thresholds: the same AP@0.5, a slightly different mAP@0.5:0.95.
 
 Box IoU: corners in pixels, intersection over union, continuous coordinates (no +1).
 """
@@ -247,7 +251,7 @@ def detection_scores(preds: Sequence[Detections], truths: Sequence[Detections], 
         if n_l == 0:
             continue  # YOLOv5 scores only the classes present in the labels
         sel = pcls_a == c
-        if not sel.any():
+        if not sel.any() or not tp.any():
             ap[c] = 0.0
             continue
         tpc = tp[sel].cumsum(0).astype(np.float64)
