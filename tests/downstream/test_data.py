@@ -118,8 +118,15 @@ def test_m3fd_layout(tmp_path: Path, scenes: Path) -> None:
     (tmp_path / "split.txt").write_text(format_split(split, "tiny"))
     d = open_dataset(root, "det", split_file=tmp_path / "split.txt")
     assert d.layout == "m3fd" and d.classes[0] == "People" and [it.name for it in d.test] == ["00002"]
-    with pytest.raises(InputError, match="no labelled test pairs"):  # none of the shipped split's names here
-        open_dataset(root, "det")
+    with pytest.raises(InputError, match=r"none of the test names of split .*m3fd_split_seed0.txt is here"):
+        open_dataset(root, "det")  # none of the shipped split's names here: one line saying what to do
+    shipped, _ = shipped_split()
+    for sub, ext in (("Ir", ".png"), ("Vis", ".png"), ("Annotation", ".xml")):  # copies named M3FD_<name>
+        for f in sorted((root / sub).glob(f"*{ext}")):
+            f.rename(f.with_name(f"M3FD_{shipped['test'][0] if f.stem == '00002' else shipped['train'][0]}{ext}")
+                     if f.stem in ("00002", "00000") else f)
+    d = open_dataset(root, "det")
+    assert [it.name for it in d.test] == [f"M3FD_{shipped['test'][0]}"] and len(d.train) == 1
 
 
 def test_flat_folder_pair_with_seeded_split(tmp_path: Path, scenes: Path) -> None:

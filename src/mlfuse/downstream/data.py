@@ -253,6 +253,16 @@ def _items(vi_dir: Path, ir_dir: Path, label_dir: Path | None, suffix: str, name
     return out
 
 
+def _m3fd_stem(name: str, present: set[str]) -> str:
+    """A split name as this copy of M3FD spells it: ``00471`` is also found as ``M3FD_00471``."""
+    if name in present:
+        return name
+    for alt in (f"M3FD_{name}", name.removeprefix("M3FD_")):
+        if alt in present:
+            return alt
+    return name
+
+
 def open_dataset(root: str | Path, task: str, *, split_file: str | Path | None = None,
                  label_set: str = "fusion", seed: int = 0) -> DownstreamData:
     """Find the layout under ``root`` and list the train/test items for ``task`` (``seg`` | ``det``)."""
@@ -274,6 +284,11 @@ def open_dataset(root: str | Path, task: str, *, split_file: str | Path | None =
         else:
             split, split_name = shipped_split()
         data = DownstreamData(task, "m3fd", root, _classes(root, task, M3FD_DET_CLASSES), split=split_name)
+        present = set(list_images(vi)[0])
+        split = {k: [_m3fd_stem(n, present) for n in v] for k, v in split.items()}
+        if not present & set(split["test"]):
+            raise InputError(f"{vi}: none of the test names of split {split_name} is here (it lists names like "
+                             f"{split['test'][0]}); give the split of this copy with --split FILE")
         data.train = _items(vi, ir, annotation, ".xml", split["train"], problems, what)
         data.test = _items(vi, ir, annotation, ".xml", split["test"], problems, what)
     elif train_dir is not None and test_dir is not None:  # MSRS and folder pairs split into train/test
