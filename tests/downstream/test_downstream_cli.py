@@ -75,6 +75,28 @@ def test_bad_label_leaves_the_pair_out_with_one_line(scenes: Path, tiny_config: 
     assert f"{data / 'train' / 'labels' / '00001.txt'}:1: class 7 out of range 0..2; pair left out" in err
 
 
+def test_fused_image_of_another_size_fails_that_input(scenes: Path, tiny_config: Path, tmp_path: Path,
+                                                      capsys) -> None:
+    fused = _average_folder(scenes, tmp_path / "avg")
+    Image.open(fused / "00006.png").resize((40, 32)).save(fused / "00006.png")
+    assert main(["downstream", "seg", "--data", str(scenes), "--methods", f"avg={fused}", "--out",
+                 str(tmp_path / "o"), "--config", str(tiny_config), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert f"avg: {fused / '00006.png'}: image is 40x32 but pair '00006' is 80x64 (W x H)" in err
+    assert "| infrared | " in (tmp_path / "o" / "tables" / "seg.md").read_text()  # the others are scored
+
+
+def test_training_is_deterministic(scenes: Path, tiny_config: Path) -> None:
+    from mlfuse.downstream.runner import InputSpec, run_downstream
+
+    data = open_dataset(scenes, "det")
+    cfg = load_task_config(tiny_config)
+    cfg.epochs = 2
+    a, b = (run_downstream(data, [InputSpec("infrared", "infrared")], cfg, quiet=True).results[0] for _ in range(2))
+    assert a.error is None and a.final_loss == b.final_loss
+    assert np.array_equal(a.detection["coco"].ap, b.detection["coco"].ap, equal_nan=True)
+
+
 def test_cli_one_line_errors(tmp_path: Path, scenes: Path, capsys) -> None:
     assert main(["downstream", "seg", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "no such folder" in capsys.readouterr().err

@@ -130,17 +130,23 @@ class _Source:
     def missing(self, items: list[Item]) -> list[str]:
         return [it.name for it in items if self.spec.kind == "folder" and it.name not in self.files]
 
-    def image(self, item: Item) -> np.ndarray:
+    def image(self, item: Item, size: tuple[int, int]) -> np.ndarray:
+        """The input's image of ``item``, which must have the pair's size (H, W): labels are in its pixels."""
         if self.spec.kind == INFRARED:
-            return _rgb(read_image(item.infrared))
-        if self.spec.kind == VISIBLE:
-            return _rgb(read_image(item.visible))
-        if self.spec.kind == "folder":
-            return _rgb(read_image(self.files[item.name]))
-        from mlfuse.fuse import fuse_images
+            img = read_image(item.infrared)
+        elif self.spec.kind == VISIBLE:
+            img = read_image(item.visible)
+        elif self.spec.kind == "folder":
+            img = read_image(self.files[item.name])
+        else:
+            from mlfuse.fuse import fuse_images
 
-        fused = fuse_images(self.model, read_image(item.visible), read_image(item.infrared))
-        return _rgb(Image(fused, 255, f"{self.spec.label}:{item.name}"))
+            fused = fuse_images(self.model, read_image(item.visible), read_image(item.infrared))
+            img = Image(fused, 255, f"{self.spec.label}:{item.name}")
+        if img.size != tuple(size):
+            raise InputError(f"{img.source}: image is {img.size[1]}x{img.size[0]} but pair '{item.name}' is "
+                             f"{size[1]}x{size[0]} (W x H); its labels would not line up")
+        return _rgb(img)
 
 
 def _resize(rgb: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
@@ -280,7 +286,7 @@ def run_downstream(data: DownstreamData, inputs: list[InputSpec], cfg: TaskConfi
             if missing:
                 raise InputError(f"{spec.folder}: {len(missing)} pair(s) have no fused image: "
                                  f"{', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
-            train_x = torch.stack([_resize(source.image(it), cfg.size) for it, _, _ in labelled["train"]])
+            train_x = torch.stack([_resize(source.image(it, sz), cfg.size) for it, _, sz in labelled["train"]])
             bar = None
             if show_bars(quiet):
                 from tqdm import tqdm
@@ -302,8 +308,8 @@ def run_downstream(data: DownstreamData, inputs: list[InputSpec], cfg: TaskConfi
             del train_x
             cm = ConfusionMatrix(num_classes, IGNORE_INDEX)
             preds, truths = [], []
-            for k, (item, target, _size) in enumerate(labelled["test"]):
-                rgb = source.image(item)
+            for k, (item, target, size) in enumerate(labelled["test"]):
+                rgb = source.image(item, size)
                 pred = predict(net, data.task, rgb, cfg, device)
                 if data.task == "seg":
                     cm.update(target, pred)
