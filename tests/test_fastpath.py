@@ -157,3 +157,31 @@ def test_cli_fast_flag(tmp_path, sample_pair, random_weights) -> None:
         outs.append(np.asarray(PILImage.open(out)).astype(int))
     diff = np.abs(outs[0] - outs[1])
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-2
+
+
+def test_cddfuse_fast_path_equals_the_authors_arithmetic() -> None:
+    """The CDDFuse-family fast path (Lite qkv1 composed into qkv2, attention projection merged, split gated
+    feed-forwards) equals the authors' arithmetic (explicit LayerNorm) to float rounding, untiled and
+    tiled (the merged modules stream their sums like the plain ones)."""
+    from mlfuse.fastpath import FastGatedFFN, FastLiteAttention, FastMDTA
+    from mlfuse.models.blocks.norm import LayerNorm
+    from mlfuse.models.cddfuse.network import CDDFuse
+    from mlfuse.registry import get_card
+    from mlfuse.tiling import tiled_forward
+
+    torch.manual_seed(0)
+    model = CDDFuse(dim=16, heads=2).eval()
+    model.card = get_card("cddfuse")
+    fast = optimize_for_inference(model)
+    kinds = {type(m) for m in fast.modules()}
+    assert {FastGatedFFN, FastLiteAttention, FastMDTA} <= kinds
+    for m in model.modules():
+        if isinstance(m, LayerNorm):
+            m.fused = False  # the authors' explicit formula
+    g = torch.Generator().manual_seed(5)
+    s, f = torch.rand(1, 1, 37, 83, generator=g), torch.rand(1, 1, 37, 83, generator=g)
+    with torch.inference_mode():
+        ref = model.fusion_forward(s, f)
+        assert ref.std() > 1e-3
+        assert _max_diff(fast.fusion_forward(s, f), ref) <= 1e-5
+        assert _max_diff(tiled_forward(fast, s, f, 48), ref) <= 1e-5

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mlfuse import streaming
 from mlfuse.errors import MLFuseError
 from mlfuse.models.base import FusionModel
 from mlfuse.tiling import Window, cpu_autocast_dtype, tile_spec, tiled_forward
@@ -159,6 +160,146 @@ def use_pointwise_gemm(model: nn.Module) -> int:
     return n
 
 
+def _attend(op: nn.Module, qkv: Tensor, temperature: Tensor, heads: int, proj: nn.Conv2d) -> Tensor:
+    """``proj(softmax(normalize(q) normalize(k)^T * T) v)`` (common §2.2) for ``q, k, v = qkv.chunk(3)``,
+    with the output projection merged into the attention: ``M = P blockdiag(A)`` is one C x C matrix per
+    image, applied to v as one matrix product over channels-last pixels (one pass instead of two);
+    ``Q K^T`` is one product over all channels (its diagonal head blocks kept) and the norms one
+    reduction over the pixel matrix. Equal to the plain path to float rounding (normalising after the
+    product instead of before). In a tiled pass: the streamed sums (:mod:`mlfuse.streaming`)."""
+    if streaming.active():
+        q, k, v = qkv.chunk(3, dim=1)
+        return proj(streaming.streamed_channel_attention(op, q, k, v, temperature, heads))
+    b, c3, h, w = qkv.shape
+    c, d = c3 // 3, c3 // 3 // heads
+    x = qkv.permute(0, 2, 3, 1).reshape(b, h * w, c3)  # a view for channels-last input
+    q, k, v = x[..., :c], x[..., c:2 * c], x[..., 2 * c:]
+    gram = torch.matmul(q.transpose(1, 2), k).view(b, heads, d, heads, d)
+    idx = torch.arange(heads, device=qkv.device)
+    g = gram[:, idx, :, idx].transpose(0, 1)  # (B, heads, d, d): the diagonal blocks
+    norms = x[..., :2 * c].square().sum(1).sqrt().clamp_min(1e-12)  # (B, 2C): |q_i|, |k_j|
+    nq, nk = norms[:, :c].view(b, heads, d, 1), norms[:, c:].view(b, heads, 1, d)
+    attn = ((g / nq / nk) * temperature).softmax(dim=-1)  # (B, heads, d, d)
+    block = torch.zeros(b, c, c, dtype=attn.dtype, device=attn.device)
+    for i in range(heads):
+        block[:, i * d:(i + 1) * d, i * d:(i + 1) * d] = attn[:, i]
+    m = torch.matmul(proj.weight.flatten(1).to(attn.dtype), block)  # (B, C, C)
+    out = torch.matmul(v, m.transpose(1, 2))  # (B, HW, C): channels-last pixels
+    if proj.bias is not None:
+        out = out + proj.bias
+    return out.view(b, h, w, c).permute(0, 3, 1, 2)
+
+
+class FastMDTA(nn.Module):
+    """:class:`~mlfuse.models.blocks.MDTA` with the projection merged into the attention (:func:`_attend`)."""
+
+    STREAMING_OP = True
+
+    def __init__(self, att: nn.Module) -> None:
+        super().__init__()
+        self.num_heads, self.temperature = att.num_heads, att.temperature
+        self.qkv, self.qkv_dwconv, self.project_out = att.qkv, att.qkv_dwconv, att.project_out
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _attend(self, self.qkv_dwconv(self.qkv(x)), self.temperature, self.num_heads, self.project_out)
+
+
+class FastLiteAttention(nn.Module):
+    """CDDFuse's Lite attention (:class:`~mlfuse.models.blocks.AttentionBase`) with ``qkv1`` (1x1, no
+    bias) composed into ``qkv2`` (3x3, zero padding): no activation lies between them, and a bias-free
+    1x1 maps the zero padding to zero, so ``qkv2(qkv1(x))`` is one 3x3 convolution C -> 3C with
+    ``W[o, i] = sum_m W2[o, m] W1[m, i]`` (computed in float64): 110k instead of 343k multiply-adds per
+    pixel at C = 64, the largest share of CDDFuse's cost. Then :func:`_attend`."""
+
+    STREAMING_OP = True
+
+    def __init__(self, att: nn.Module) -> None:
+        super().__init__()
+        w1 = att.qkv1.weight.detach().double()[:, :, 0, 0]
+        w2 = att.qkv2.weight.detach().double()
+        conv = nn.Conv2d(w1.shape[1], w2.shape[0], 3, padding=1, bias=att.qkv2.bias is not None)
+        conv.weight = nn.Parameter(torch.einsum("omyx,mi->oiyx", w2, w1).to(att.qkv2.weight.dtype),
+                                   requires_grad=False)
+        if att.qkv2.bias is not None:
+            conv.bias = nn.Parameter(att.qkv2.bias.detach().clone(), requires_grad=False)
+        self.qkv = conv
+        self.num_heads, self.scale, self.proj = att.num_heads, att.scale, att.proj
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _attend(self, self.qkv(x), self.scale, self.num_heads, self.proj)
+
+
+def _half_conv(conv: nn.Conv2d, half: int, groups: int | None = None) -> nn.Conv2d:
+    """The output channels ``half`` (0 or 1) of ``conv`` as a conv of its own (a depthwise / grouped
+    conv's groups are independent, so its input channels are halved as well when ``groups`` > 1)."""
+    out = conv.out_channels // 2
+    cin = conv.in_channels // 2 if conv.groups > 1 else conv.in_channels
+    new = nn.Conv2d(cin, out, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                    conv.groups // 2 if conv.groups > 1 else 1, conv.bias is not None, conv.padding_mode)
+    new.weight = nn.Parameter(conv.weight.detach()[half * out:(half + 1) * out].clone(), requires_grad=False)
+    if conv.bias is not None:
+        new.bias = nn.Parameter(conv.bias.detach()[half * out:(half + 1) * out].clone(), requires_grad=False)
+    return new
+
+
+class FastGatedFFN(nn.Module):
+    """Restormer's GDFN / CDDFuse's Lite Mlp, ``project_out(GELU(x1) * x2)`` with ``x1, x2`` the halves
+    of ``dwconv(project_in(x))``, computed as two branches whose outputs are contiguous (GELU on a
+    strided half of a channels-last map runs far slower); the depthwise (GDFN) or 2-channel-group
+    (Lite Mlp) conv never mixes the halves, so the split is exact. GELU runs as a oneDNN post-op of
+    the first branch's conv where available."""
+
+    def __init__(self, ffn: nn.Module) -> None:
+        super().__init__()
+        self.in_a, self.in_b = _half_conv(ffn.project_in, 0), _half_conv(ffn.project_in, 1)
+        self.dw_a, self.dw_b = _half_conv(ffn.dwconv, 0), _half_conv(ffn.dwconv, 1)
+        for m in (self.in_a, self.in_b):
+            if _pointwise(m):
+                m.__class__ = PointwiseConv2d
+        self.gelu_a = ConvAct(self.dw_a, nn.GELU()) if _fusable(self.dw_a, nn.GELU()) else None
+        self.project_out = ffn.project_out
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = self.in_a(x)
+        a = self.gelu_a(a) if self.gelu_a is not None else F.gelu(self.dw_a(a))
+        return self.project_out(a * self.dw_b(self.in_b(x)))
+
+
+def _splittable_ffn(ffn: nn.Module) -> bool:
+    dw = ffn.dwconv
+    return (dw.out_channels % 2 == 0 and dw.groups in (dw.in_channels, dw.in_channels // 2) and dw.groups % 2 == 0
+            and ffn.project_in.out_channels == dw.in_channels)
+
+
+def _mergeable_lite(att: nn.Module) -> bool:
+    return (att.qkv1.bias is None and att.qkv1.kernel_size == (1, 1) and att.qkv2.padding_mode == "zeros"
+            and att.qkv2.kernel_size == (3, 3) and att.qkv2.padding == (1, 1) and att.qkv2.groups == 1
+            and att.qkv2.stride == (1, 1) and att.qkv2.dilation == (1, 1))
+
+
+def fast_channel_attention(model: nn.Module) -> int:
+    """Replace every plain :class:`~mlfuse.models.blocks.MDTA` by :class:`FastMDTA`, every mergeable
+    :class:`~mlfuse.models.blocks.AttentionBase` by :class:`FastLiteAttention` and every gated
+    feed-forward (GDFN, Lite Mlp) by :class:`FastGatedFFN` (in place; subclasses with their own
+    forward, e.g. cross attention, are kept). Returns how many."""
+    from mlfuse.models.blocks.attention import MDTA, AttentionBase
+    from mlfuse.models.blocks.feedforward import GDFN, LiteMlp
+
+    n = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) in (GDFN, LiteMlp) and _splittable_ffn(child):
+                setattr(parent, name, FastGatedFFN(child))
+            elif type(child) is MDTA:
+                setattr(parent, name, FastMDTA(child))
+            elif type(child) is AttentionBase and _mergeable_lite(child):
+                setattr(parent, name, FastLiteAttention(child))
+            else:
+                continue
+            n += 1
+    return n
+
+
 def _even_tile(size: int, block: int, align: int) -> int:
     """Tile side near ``block`` that splits ``size`` into equal tiles (a multiple of ``align``)."""
     count = math.ceil(size / block)
@@ -250,6 +391,7 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, fuse
     inner = copy.deepcopy(model, memo={id(card): card}).eval().requires_grad_(False)  # the card stays shared
     fold_batchnorm(inner)
     if fuse:
+        fast_channel_attention(inner)
         fuse_conv_activations(inner)
         use_pointwise_gemm(inner)
     device = next(model.parameters(), torch.empty(0)).device

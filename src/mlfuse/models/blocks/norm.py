@@ -43,9 +43,11 @@ class LayerNorm(nn.Module):
     def __init__(self, channels: int, bias_free: bool = False) -> None:
         super().__init__()
         self.body = _BiasFree(channels) if bias_free else _WithBias(channels)
+        #: False: the authors' explicit mean/variance formula for WithBias too (benchmarks' plain path)
+        self.fused = True
 
     def forward(self, x: Tensor) -> Tensor:
-        if isinstance(self.body, _WithBias):  # one fused kernel: 2-3x faster than the explicit formula
+        if self.fused and isinstance(self.body, _WithBias):  # one fused kernel: 2-3x faster than the explicit formula
             y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.body.weight, self.body.bias, 1e-5)
             return y.permute(0, 3, 1, 2)
         b, c, h, w = x.shape
