@@ -130,6 +130,21 @@ def test_msrs_real_pairs_evaluation_only(shared: Path) -> None:
     assert len(pred.boxes) <= cfg.max_dets and (pred.boxes[:, 2] <= 640).all() and (pred.boxes[:, 3] <= 480).all()
 
 
+@pytest.mark.shared
+def test_msrs_real_pairs_cli_evaluation_only(shared: Path, tiny_config: Path, tmp_path: Path, capsys) -> None:
+    """`mlfuse downstream det` on the 25 real MSRS pairs with 0 epochs: the whole evaluation path (real
+    640 x 480 pairs, published labels, on-the-fly fusion, tables, figures) without training."""
+    out = tmp_path / "msrs"
+    assert main(["downstream", "det", "--data", str(shared / "data" / "msrs"), "-m", "average", "--epochs", "0",
+                 "--config", str(tiny_config), "--out", str(out), "-q"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    doc = json.loads((out / "det.json").read_text())
+    assert (doc["data"]["train_pairs"], doc["data"]["test_pairs"]) == (4, 21) and doc["config"]["epochs"] == 0
+    assert [i["label"] for i in doc["inputs"]] == ["average", "infrared", "visible"]
+    assert all(i["error"] is None and 0 <= i["ap"]["coco"]["map50"] <= 1 for i in doc["inputs"])
+    assert list((out / "figures").glob("det_*.png"))
+
+
 def _readme_downstream_commands() -> list[str]:
     import re
 
