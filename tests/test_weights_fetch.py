@@ -36,7 +36,6 @@ def server():
 
 
 def _test_release(monkeypatch: pytest.MonkeyPatch, url: str, data: bytes = DATA, **kw: object) -> WeightsRelease:
-    store._load_all()
     rel = WeightsRelease(name="test-weights", url=url, sha256="", blob=git_blob_id(data), filename="w.pth",
                          model="mlfuse", **kw)
     monkeypatch.setitem(store._RELEASES, rel.name, rel)

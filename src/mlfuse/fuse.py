@@ -171,7 +171,7 @@ def fuse_images(model: nn.Module, structural: Image, functional: Image, *, color
         )
     if color not in COLOR_MODES:
         raise MLFuseError(f"unknown colour mode '{color}' (choose from {', '.join(COLOR_MODES)})")
-    paper = model.card.extra.get("paper_color") if color == "paper" else None
+    paper = model.card.paper_color if color == "paper" else None
     try:
         if paper is not None:  # the method's own authors' inputs + colour round trip (e.g. SMFNet's float YCrCb)
             return paper(lambda s, f: run_network(model, s, f, precision, tile, tile_budget_mb, progress),

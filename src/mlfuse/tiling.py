@@ -12,7 +12,7 @@ them in streaming passes over the tiles first (:meth:`TiledNetwork.tile_context`
 small result to every tile (:meth:`TiledNetwork.tile_forward`). The per-image min-max of the
 output rule is applied by the pipeline to the assembled raw output, never per tile.
 
-Declaring tiling (on the network class, or as ``card.extra["tiling"]``)::
+Declaring tiling (on the network class, or as ``ModelCard.tiling``)::
 
     class MyNet(FusionModel):
         TILE_SPEC = TileSpec(halo=12, align=4)       # local ops only: nothing else needed
@@ -235,13 +235,13 @@ def _run_with_modes(modes: tuple, fn: Callable[[Window], Any], window: Window) -
 
 def tile_spec(model: nn.Module) -> TileSpec | None:
     """The model's tiling declaration: ``TILE_SPEC`` on the network (or on the module a wrapper
-    exposes as ``inner``), else ``card.extra["tiling"]``; ``None`` when it declares none."""
+    exposes as ``inner``), else ``card.tiling``; ``None`` when it declares none."""
     for obj in (model, getattr(model, "inner", None)):
         spec = getattr(obj, "TILE_SPEC", None)
         if isinstance(spec, TileSpec):
             return spec
     card = getattr(model, "card", None)
-    spec = card.extra.get("tiling") if card is not None else None
+    spec = card.tiling if card is not None else None
     return spec if isinstance(spec, TileSpec) else None
 
 

@@ -110,10 +110,10 @@ def source_paths(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def task_option(model: str, task: str | None) -> dict[str, str]:
-    """``{"task": task}`` for the model builder, checked against the card's ``extra["tasks"]``."""
+    """``{"task": task}`` for the model builder, checked against the card's ``tasks``."""
     if task is None:
         return {}
-    tasks = get_card(model).extra.get("tasks", ())
+    tasks = get_card(model).tasks
     if task not in tasks:
         have = f"its tasks are {', '.join(tasks)}" if tasks else "it has no task variants"
         raise MLFuseError(f"--task {task}: not available for model '{model}' ({have})")

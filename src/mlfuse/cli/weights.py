@@ -115,7 +115,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         method = f"unknown; closest {info.method} ({info.fit:.0%} of the keys fit its network)"
     else:
         method = f"{info.method} (all {info.tensors} tensors fit its network)"
-    tasks = get_card(info.method).extra.get("tasks", ()) if info.method else ()
+    tasks = get_card(info.method).tasks if info.method else ()
     if info.task:
         task = f"{info.task} ({'from release ' + info.release.name if info.release else 'from the metadata'})"
     elif info.method and tasks and info.fit == 1.0:

@@ -1,7 +1,8 @@
 """Training: one trainer (loop, checkpoints, exact resume, DDP, logs) for every method's recipe."""
 
+from mlfuse.models.registry import get_recipe, list_recipes
 from mlfuse.train.config import Config, build_config
-from mlfuse.train.recipe import Recipe, get_recipe, list_recipes, register_recipe, unwrap
+from mlfuse.train.recipe import Recipe, unwrap
 from mlfuse.train.trainer import Trainer, TrainResult
 
 
@@ -14,5 +15,5 @@ def train(method: str, *, config: str | None = None, sets: tuple[str, ...] = (),
     return Trainer(recipe, cfg, resume=resume, quiet=quiet).run()
 
 
-__all__ = ["Config", "Recipe", "TrainResult", "Trainer", "build_config", "get_recipe", "list_recipes",
-           "register_recipe", "train", "unwrap"]
+__all__ = ["Config", "Recipe", "TrainResult", "Trainer", "build_config", "get_recipe", "list_recipes", "train",
+           "unwrap"]

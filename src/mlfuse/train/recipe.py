@@ -1,19 +1,20 @@
 """A method's training recipe: model, data, optimisers, schedules and losses, as data + a few hooks.
 
 One :class:`~mlfuse.train.trainer.Trainer` runs every recipe (the BasicSR idea: the loop, checkpoints,
-resume, DDP and logging live once; a method only says what differs). Methods register their recipe in
-``mlfuse/models/<method>/recipe.py``.
+resume, DDP and logging live once; a method only says what differs). A method defines its recipe in
+``mlfuse/models/<method>/recipe.py`` and puts it on its model card (``ModelCard.recipe``); look one up
+with :func:`mlfuse.models.registry.get_recipe`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from mlfuse.errors import MLFuseError
 from mlfuse.train.config import Config
 
 
@@ -32,11 +33,13 @@ class Recipe:
     #: named bundles of settings chosen by one setting, e.g. ``{"schedule": {"cpu": {"lr": 1e-3, ...}}}``
     #: (see :func:`mlfuse.train.config.build_config`); the recipe's defaults are the authors' bundle
     presets: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
+    #: the network's constructor; registering the card that carries the recipe sets it to the card's builder
+    builder: Callable[..., nn.Module] | None = None
 
     def build_model(self, cfg: Config) -> nn.Module:
-        from mlfuse.registry import get_card
-
-        return get_card(self.name).builder(**cfg.model_options)
+        if self.builder is None:
+            raise TypeError(f"recipe '{self.name}' has no builder: put it on a registered ModelCard")
+        return self.builder(**cfg.model_options)
 
     def train_dataset(self, cfg: Config) -> Dataset:
         raise NotImplementedError
@@ -70,28 +73,3 @@ class Recipe:
         network, the run's training set). May adjust the weights; returns notes for the weights' metadata, with
         ``"changed": "true"`` when it changed them (validation is then run again). Default: nothing."""
         return {}
-
-
-_RECIPES: dict[str, Recipe] = {}
-
-
-def register_recipe(recipe: Recipe) -> Recipe:
-    if recipe.name in _RECIPES:
-        raise ValueError(f"recipe '{recipe.name}' registered twice")
-    _RECIPES[recipe.name] = recipe
-    return recipe
-
-
-def get_recipe(name: str) -> Recipe:
-    import mlfuse.models  # noqa: F401  (importing registers every method and its recipe)
-
-    try:
-        return _RECIPES[name]
-    except KeyError:
-        raise MLFuseError(f"no training recipe for '{name}' (trainable: {', '.join(sorted(_RECIPES))})") from None
-
-
-def list_recipes() -> list[str]:
-    import mlfuse.models  # noqa: F401
-
-    return sorted(_RECIPES)

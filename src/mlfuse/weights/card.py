@@ -88,7 +88,7 @@ def package_run(run_dir: str | Path, out: str | Path, *, name: str, hardware: st
 
     epochs = _rows(run / "epochs.csv")
     val = _rows(run / "val.csv")
-    from mlfuse.train.recipe import get_recipe
+    from mlfuse.models.registry import get_recipe
 
     try:
         default_epochs = get_recipe(method).defaults.get("epochs")
@@ -140,10 +140,10 @@ def package_run(run_dir: str | Path, out: str | Path, *, name: str, hardware: st
     text = "\n".join(lines)
     atomic_write(card, lambda fh: fh.write(text.encode()), overwrite=overwrite)
     if install:
-        from mlfuse.weights.store import _RELEASES, _load_all, install_local
+        from mlfuse.weights.store import declared_releases, install_local
 
-        _load_all()
-        if name not in _RELEASES:  # a registered release (e.g. one being packaged for shipping) is not shadowed
+        # a registered release (e.g. one being packaged for shipping) is not shadowed
+        if name not in {r.name for r in declared_releases()}:
             install_local(out, name, method, description=f"{method} weights packaged from {run}",
                           overwrite=overwrite)
     return out, card

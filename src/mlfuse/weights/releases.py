@@ -7,8 +7,9 @@ sha256 is published; the sha256 is recorded in the cache after the blob id match
 are not published either, so each download is capped at four times the checkpoint's fp32 size computed
 from the parameter counts in ``shared/specs`` (the cap only stops a runaway server; the blob id decides).
 
-mlfuse's own releases (``mlfuse-own-*``, packaged) and ``mlfuse-paper`` are declared beside the MLFuse
-model (``mlfuse.models.mlfuse``).
+mlfuse's own releases (``mlfuse-own-*``, packaged in the package as safetensors with a model card) and
+``mlfuse-paper`` (the MLFuse authors' file, with its published sha256 and size) are declared here too:
+``mlfuse/weights/__init__.py`` imports this module, so every release is known without importing a model.
 """
 
 from __future__ import annotations
@@ -65,3 +66,28 @@ SMFNET_IVF = _authors(
 )
 
 AUTHORS_RELEASES = (CDDFUSE_IVF, CDDFUSE_MIF, EMMA, SFDFUSE, SMFNET_IVF)
+
+MLFUSE_PAPER = register_release(WeightsRelease(
+    name="mlfuse-paper",
+    url="https://raw.githubusercontent.com/jialei-sc/MLFuse/f40dccbbca79de063dbec44169beacfffbca7bc4/model/model_fuse.pth",
+    sha256="9b3133d60710d5dc1b73777d2719de6d5940e9140140dead58a06d421fd489ed",
+    blob="c1d51401b3564e66023d9e445f0279bfe2bbb48c",
+    size=490_838,
+    filename="model_fuse.pth",
+    description="MLFuse authors' released checkpoint (epoch 500, RoadScene + Harvard mixture)",
+    model="mlfuse",
+    source="github.com/jialei-sc/MLFuse @ f40dccb, model/model_fuse.pth",
+    trained_on="RoadScene + Harvard medical (the authors' unpublished split)",
+))
+
+MLFUSE_OWN_V1 = register_release(WeightsRelease(
+    name="mlfuse-own-v1",
+    url="",
+    sha256="6a8f016de59e14c67d5a51e9ade5a614d560cb93ebe1a3b87286a8b1a9f93e0d",
+    filename="mlfuse-own-v1.safetensors",
+    description="mlfuse's own MLFuse weights (mlfuse train, authors' recipe, short CPU schedule; see the model card)",
+    packaged="models/mlfuse/weights/mlfuse-own-v1.safetensors",
+    model="mlfuse",
+    source="this project (`mlfuse train`), shipped in the package",
+    trained_on="RoadScene (180 DIDFuse training names) + Harvard train splits",
+))

@@ -85,20 +85,24 @@ _RELEASES: dict[str, WeightsRelease] = {}
 
 
 def register_release(release: WeightsRelease) -> WeightsRelease:
+    """Declare a release, once (a second one of the same name is an error). Every shipped release is
+    declared in :mod:`mlfuse.weights.releases`, which ``mlfuse/weights/__init__.py`` imports, so the
+    table is complete whenever this module is in use."""
     if not (release.sha256 or release.blob):
         raise ValueError(f"release '{release.name}' declares neither a sha256 nor a git blob id")
+    if release.name in _RELEASES:
+        raise ValueError(f"release '{release.name}' declared twice")
     _RELEASES[release.name] = release
     return release
 
 
-def _load_all() -> None:
-    import mlfuse.models  # each model package registers its releases
-    import mlfuse.weights.releases  # noqa: F401  (the authors' checkpoints)
+def declared_releases() -> list[WeightsRelease]:
+    """The declared releases (not those installed into the cache), sorted by name."""
+    return [_RELEASES[k] for k in sorted(_RELEASES)]
 
 
 def get_release(name: str) -> WeightsRelease:
     """A registered release, or one installed into the cache by ``mlfuse weights package``."""
-    _load_all()
     if name in _RELEASES:
         return _RELEASES[name]
     local = _installed_release(name)
@@ -112,14 +116,12 @@ def is_release(name: object) -> bool:
     """True if ``name`` names a registered or installed release (never raises)."""
     if not isinstance(name, str) or not name or "/" in name or os.sep in name:
         return False
-    _load_all()
     return name in _RELEASES or _installed_release(name) is not None
 
 
 def list_releases() -> list[WeightsRelease]:
     """Registered releases, then those installed into the cache, each sorted by name."""
-    _load_all()
-    regs = [_RELEASES[k] for k in sorted(_RELEASES)]
+    regs = declared_releases()
     root = cache_dir() / "weights"
     local = []
     if root.is_dir():
@@ -227,7 +229,6 @@ def git_blob_id(data: bytes) -> str:
 
 def find_release_by_digest(sha256: str, blob: str) -> WeightsRelease | None:
     """The registered release whose published digest equals a file's (``None`` if none does)."""
-    _load_all()
     for rel in _RELEASES.values():
         if (rel.blob and rel.blob == blob) or (rel.sha256 and rel.sha256 == sha256):
             return rel
@@ -295,7 +296,6 @@ def install_local(path: str | Path, name: str, model: str, *, description: str =
     ``create_model(model, weights=name)`` finds it. Refuses the name of a registered release."""
     import shutil
 
-    _load_all()
     if name in _RELEASES:
         raise MLFuseError(f"release name '{name}' is taken by a registered release; choose another --name")
     src = Path(path)

@@ -2,7 +2,8 @@
 Spec: ``shared/specs/cddfuse.md``; shared blocks: :mod:`mlfuse.models.blocks`."""
 
 from mlfuse.models.cddfuse.network import TASKS, CDDFuse
-from mlfuse.registry import ModelCard, register_model
+from mlfuse.models.cddfuse.recipe import RECIPE
+from mlfuse.models.registry import ModelCard, register_model
 
 CARD = register_model(ModelCard(
     name="cddfuse",
@@ -20,9 +21,8 @@ CARD = register_model(ModelCard(
           "(none could be trained here): pass --weights FILE; the authors' CDDFuse_IVF.pth / CDDFuse_MIF.pth "
           "load directly. --task ivf (default, visible residual), mif (the MIF checkpoint: no residual), "
           "mif-ivfckpt (the IVF checkpoint on medical pairs: IR+VIS residual, as test_MIF.py).",
-    extra={"tasks": TASKS},
+    tasks=TASKS,
+    recipe=RECIPE,
 ))
-
-from mlfuse.models.cddfuse import recipe as _recipe  # noqa: E402,F401  (registers the training recipe)
 
 __all__ = ["CARD", "CDDFuse"]

@@ -27,7 +27,7 @@ from mlfuse.data.patches import PatchDataset
 from mlfuse.models.cddfuse import losses as cdd_losses
 from mlfuse.train.config import Config
 from mlfuse.train.data import collect_pairs, item_rng
-from mlfuse.train.recipe import Recipe, register_recipe, unwrap
+from mlfuse.train.recipe import Recipe, unwrap
 
 #: every logged term, in a fixed order (a phase that does not compute a term logs NaN)
 LOG_TERMS = ("phase", "cc_loss_B", "cc_loss_D", "loss_decomp", "ssim_loss_V", "mse_V", "mse_loss_V", "ssim_loss_I",
@@ -136,4 +136,4 @@ class CDDFuseRecipe(CDDFuseFamilyRecipe):
     }
 
 
-RECIPE = register_recipe(CDDFuseRecipe())
+RECIPE = CDDFuseRecipe()  # the card's recipe (mlfuse.models.cddfuse)

@@ -10,7 +10,7 @@ from mlfuse.models.classical.gff import GuidedFilterFusion
 from mlfuse.models.classical.pyramid import LaplacianPyramidFusion
 from mlfuse.models.classical.simple import AverageFusion, MaxFusion
 from mlfuse.models.classical.vsm_wls import VSMWLSFusion
-from mlfuse.registry import ModelCard, register_model
+from mlfuse.models.registry import ModelCard, register_model
 
 _COMMON = {"output_rule": "clamp", "needs_weights": False}
 

@@ -2,7 +2,8 @@
 model card and the training recipe. Spec: ``shared/specs/emma.md``; shared blocks: :mod:`mlfuse.models.blocks`."""
 
 from mlfuse.models.emma.network import EMMA, TASKS, UNet5, load_unet5
-from mlfuse.registry import ModelCard, register_model
+from mlfuse.models.emma.recipe import RECIPE
+from mlfuse.models.registry import ModelCard, register_model
 
 CARD = register_model(ModelCard(
     name="emma",
@@ -21,9 +22,8 @@ CARD = register_model(ModelCard(
           "pass --weights FILE; the authors' EMMA.pth loads directly. Sizes: reflect-padded to a multiple "
           "of 8 and cropped back (--task pad, default); --task authors-tiles reproduces test.py's 4-pass "
           "tiling for sizes that are not multiples of 32 (inputs >= 32x32).",
-    extra={"tasks": TASKS},
+    tasks=TASKS,
+    recipe=RECIPE,
 ))
-
-from mlfuse.models.emma import recipe as _recipe  # noqa: E402,F401  (registers the training recipe)
 
 __all__ = ["CARD", "EMMA", "UNet5", "load_unet5"]

@@ -63,16 +63,14 @@ def fused_images(spec: Mapping[str, Any], pairs: Sequence[Pair], device: str = "
         return out
     if "model" not in spec:
         raise InputError(f"generator {dict(spec)!r}: give 'model' (a registered method) or 'dir' (fused results)")
-    import mlfuse
     from mlfuse.fuse import resolve_device
+    from mlfuse.models.registry import create_model, get_card
 
     kwargs = {"task": spec["task"]} if spec.get("task") else {}
     weights = spec.get("weights", "default")
-    from mlfuse.registry import get_card
-
     if not get_card(spec["model"]).needs_weights:
         weights = None
-    model = mlfuse.create_model(spec["model"], weights=weights, device=resolve_device(device), **kwargs)
+    model = create_model(spec["model"], weights=weights, device=resolve_device(device), **kwargs)
     out = []
     for p in tqdm(pairs, desc=f"fuse ({spec['model']})", unit="pair", disable=bar_disabled(quiet)):
         fused = model.fuse(p.structural, p.functional, color="gray", output=spec.get("output"))

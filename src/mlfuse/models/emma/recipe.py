@@ -38,7 +38,7 @@ from mlfuse.models.emma.data import PseudoSensingPatches
 from mlfuse.models.emma.network import UNet5, load_unet5
 from mlfuse.train.config import Config
 from mlfuse.train.data import collect_pairs, item_rng
-from mlfuse.train.recipe import Recipe, register_recipe
+from mlfuse.train.recipe import Recipe
 
 STAGES = ("fuser", "ai", "av")
 #: logged terms of the U-Fuser stage (losses.json names) and of the pseudo-sensing stages
@@ -145,4 +145,4 @@ class EMMARecipe(Recipe):
         return {"total": terms["loss_total"], **{k: terms[k] for k in FUSER_TERMS}}
 
 
-RECIPE = register_recipe(EMMARecipe())
+RECIPE = EMMARecipe()  # the card's recipe (mlfuse.models.emma)

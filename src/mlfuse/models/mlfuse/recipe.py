@@ -34,7 +34,7 @@ from mlfuse.data.vsm import vsm
 from mlfuse.models.mlfuse.losses import DEFAULT_WEIGHTS, mlfuse_losses
 from mlfuse.train.config import Config
 from mlfuse.train.data import PairCropDataset, collect_pairs
-from mlfuse.train.recipe import Recipe, register_recipe
+from mlfuse.train.recipe import Recipe
 
 
 def _functional_saliency(structural: np.ndarray, functional: np.ndarray) -> np.ndarray:
@@ -148,4 +148,4 @@ def output_polarity(model: nn.Module, x: Tensor, y: Tensor) -> float:
     return float(corr.mean())
 
 
-RECIPE = register_recipe(MLFuseRecipe())
+RECIPE = MLFuseRecipe()  # the card's recipe (mlfuse.models.mlfuse)

@@ -1,8 +1,9 @@
 """SFDFuse (zxp771/SFDFuse): the network, its losses, model card and training recipe.
 Spec: ``shared/specs/sfdfuse.md``; shared blocks: :mod:`mlfuse.models.blocks`."""
 
+from mlfuse.models.registry import ModelCard, register_model
 from mlfuse.models.sfdfuse.network import SFDFuse
-from mlfuse.registry import ModelCard, register_model
+from mlfuse.models.sfdfuse.recipe import RECIPE
 
 CARD = register_model(ModelCard(
     name="sfdfuse",
@@ -22,9 +23,8 @@ CARD = register_model(ModelCard(
     notes="input 1 = visible, input 2 = infrared (an IVIF method: no MIF model exists). No weights are "
           "shipped: pass --weights FILE; the authors' SFDFuse_best.pth loads directly. Odd sizes are "
           "reflect-padded to even and cropped back (the authors' code drops the last row/column).",
-    extra={"tasks": SFDFuse.TASKS},
+    tasks=SFDFuse.TASKS,
+    recipe=RECIPE,
 ))
-
-from mlfuse.models.sfdfuse import recipe as _recipe  # noqa: E402,F401  (registers the training recipe)
 
 __all__ = ["CARD", "SFDFuse"]

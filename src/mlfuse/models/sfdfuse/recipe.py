@@ -20,7 +20,6 @@ from torch import Tensor
 from mlfuse.models.cddfuse.recipe import LOG_TERMS, CDDFuseFamilyRecipe, CDDFuseRecipe
 from mlfuse.models.sfdfuse import losses as sfd_losses
 from mlfuse.train.config import Config
-from mlfuse.train.recipe import register_recipe
 
 
 class SFDFuseRecipe(CDDFuseFamilyRecipe):
@@ -45,4 +44,4 @@ class SFDFuseRecipe(CDDFuseFamilyRecipe):
                                         sync=True)
 
 
-RECIPE = register_recipe(SFDFuseRecipe())
+RECIPE = SFDFuseRecipe()  # the card's recipe (mlfuse.models.sfdfuse)

@@ -2,9 +2,10 @@
 the authors' float YCrCb colour round trip, model card and two-phase training recipe.
 Spec: ``shared/specs/smfnet.md``; shared blocks: :mod:`mlfuse.models.blocks`."""
 
+from mlfuse.models.registry import ModelCard, register_model
 from mlfuse.models.smfnet.color import paper_color
 from mlfuse.models.smfnet.network import SMFNet
-from mlfuse.registry import ModelCard, register_model
+from mlfuse.models.smfnet.recipe import RECIPE
 
 CARD = register_model(ModelCard(
     name="smfnet",
@@ -22,9 +23,8 @@ CARD = register_model(ModelCard(
           "shipped: pass --weights FILE; the authors' models/model_VIF.pth loads directly. --color paper "
           "reproduces test.py's colour output (float OpenCV YCrCb round trip, unrounded visible Y as input).",
     # fuse.py consults this for --color paper: the authors' inputs and colour output (smfnet/color.py)
-    extra={"paper_color": paper_color},
+    paper_color=paper_color,
+    recipe=RECIPE,
 ))
-
-from mlfuse.models.smfnet import recipe as _recipe  # noqa: E402,F401  (registers the training recipe)
 
 __all__ = ["CARD", "SMFNet"]

@@ -27,7 +27,6 @@ from torch import Tensor
 from mlfuse.models.cddfuse.recipe import CDDFuseFamilyRecipe, CDDFuseRecipe
 from mlfuse.models.smfnet import losses as smf_losses
 from mlfuse.train.config import Config
-from mlfuse.train.recipe import register_recipe
 
 LOG_TERMS = ("phase", "cc_loss_B", "cc_loss_D", "cc_loss_G", "loss_decomp", "ssim_loss_V", "seg_loss_V",
              "sobel_l1_V", "mse_loss_V", "ssim_loss_I", "gram_mse_I", "sobel_l1_I", "mse_loss_I", "Gradient_loss",
@@ -53,4 +52,4 @@ class SMFNetRecipe(CDDFuseFamilyRecipe):
         return fn(out, vis, ir, faithful=bool(cfg.faithful), coeffs=cfg.loss_coeffs, sync=True)
 
 
-RECIPE = register_recipe(SMFNetRecipe())
+RECIPE = SMFNetRecipe()  # the card's recipe (mlfuse.models.smfnet)
