@@ -347,3 +347,13 @@ def test_allocation_failure_fails_the_pair_and_the_folder_run_goes_on(net, tmp_p
     assert [name for name, _ in report.failed] == ["a"] and "out of memory" in report.failed[0][1]
     assert "--tile auto" in report.failed[0][1] and len(report.written) == 1
     assert (tmp_path / "out" / "b.png").exists() and not (tmp_path / "out" / "a.png").exists()
+
+
+def test_auto_tiles_only_when_the_budget_requires_it(net) -> None:
+    """A 768x576 pair fits the default 1 GiB budget untiled (its measured untiled peak, not the tiled run's
+    per-window figure, is compared with the budget), whatever the worker count (issue 13 item 11)."""
+    for workers in (1, 2, 4):
+        assert resolve_tile("auto", net, 576, 768, budget_bytes=1 << 30, workers=workers) is None
+    spec = tile_spec(net)
+    tile = resolve_tile("auto", net, 3000, 4000, budget_bytes=1 << 30, workers=2)
+    assert tile is not None and 2 * (tile + 2 * spec.halo) ** 2 * spec.bytes_per_pixel <= 1 << 30

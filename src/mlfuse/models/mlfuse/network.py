@@ -237,6 +237,9 @@ class MLFNet(FusionModel):
                     "SSD spatial gate: global average pool, then softmax over all H*W positions",
                     "edge branch: stride-6 low-resolution map, bilinearly resized to H x W"),
         bytes_per_pixel=3072,  # measured ~2.5 kB per window pixel over a tiled run (all passes), fp32
+        # untiled forward: measured 1746 B/px at 576x768 (2447 at 192x256, fixed costs included) by
+        # benchmarks/bench_memory.py; a 768x576 pair (2048 x 0.44 MP = 0.9 GB) fits the default 1 GiB budget
+        untiled_bytes_per_pixel=2048,
     )
 
     def __init__(self, reference_softmax: bool = False) -> None:
