@@ -357,3 +357,19 @@ def test_auto_tiles_only_when_the_budget_requires_it(net) -> None:
     spec = tile_spec(net)
     tile = resolve_tile("auto", net, 3000, 4000, budget_bytes=1 << 30, workers=2)
     assert tile is not None and 2 * (tile + 2 * spec.halo) ** 2 * spec.bytes_per_pixel <= 1 << 30
+
+
+def test_streamed_sums_with_parallel_windows() -> None:
+    """Windows computed two at a time (threads) add their sums under a lock and key their ops per thread:
+    the same result as the untiled forward."""
+    model = _small("cddfuse")
+    g = torch.Generator().manual_seed(7)
+    s, f = torch.rand(1, 1, 75, 15, generator=g), torch.rand(1, 1, 75, 15, generator=g)
+    with torch.inference_mode():
+        ref = model.fusion_forward(s, f)
+        torch.set_num_threads(2)
+        try:
+            out = tiled_forward(model, s, f, 20, workers=2)
+        finally:
+            torch.set_num_threads(1)
+    assert (out - ref).abs().max().item() <= TOL
