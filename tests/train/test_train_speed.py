@@ -3,6 +3,7 @@ order (to float rounding), and the ``schedule`` presets (issue 12)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -79,7 +80,7 @@ def test_cpu_schedule_preset_and_explicit_settings_win():
 def test_warmup_cosine_lr_shape():
     lr = [warmup_cosine_lr(p / 10, 10, 2.0, 1e-3, 1e-5) for p in range(0, 101)]
     assert lr[0] < 1e-5 and lr[10] == pytest.approx(5e-4) and lr[20] == pytest.approx(1e-3)
-    assert all(a >= b for a, b in zip(lr[20:], lr[21:], strict=False))  # decays monotonically after warm-up
+    assert all(a >= b for a, b in itertools.pairwise(lr[20:]))  # decays monotonically after warm-up
     assert lr[-1] == pytest.approx(1e-5)
     assert lr[60] == pytest.approx(1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + math.cos(math.pi * 0.5)))
 
