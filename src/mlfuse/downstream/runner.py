@@ -150,10 +150,16 @@ class _Source:
 
 
 def _resize(rgb: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 3 x H x W at the config size: training sets stay in memory as 8 bits (M3FD's 3,360 training
+    pairs at 576 x 768 are 4.5 GB so, 18 GB as float32)."""
     h, w = size
     im = PILImage.fromarray(rgb).resize((w, h), PILImage.Resampling.BILINEAR)
-    t = torch.from_numpy(np.asarray(im, np.float32) / 255.0).permute(2, 0, 1)
-    return (t - 0.5) / 0.25
+    return torch.from_numpy(np.array(im, np.uint8)).permute(2, 0, 1)
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> the network's input, (x / 255 - 0.5) / 0.25."""
+    return (x.float() / 255.0 - 0.5) / 0.25
 
 
 def _scale_boxes(d: Detections, sy: float, sx: float) -> torch.Tensor:
@@ -170,7 +176,7 @@ def _schedule(step: int, total: int) -> float:
 def train_network(task: str, num_classes: int, images: torch.Tensor, targets: list, cfg: TaskConfig,
                   device: torch.device, backbone: str | Path | None = None,
                   progress: Callable[[int, int, float], None] | None = None) -> tuple[torch.nn.Module, float]:
-    """Train a fresh network on resized images (N x 3 x H x W) and targets (masks N x H x W, or boxes
+    """Train a fresh network on resized uint8 images (N x 3 x H x W) and targets (masks N x H x W, or boxes
     per image as (boxes tensor, classes tensor)); seeded; returns (network, mean loss of the last epoch)."""
     torch.manual_seed(cfg.seed)
     net = build_network(task, num_classes, cfg.network)
@@ -191,7 +197,7 @@ def train_network(task: str, num_classes: int, images: torch.Tensor, targets: li
             if len(idx) < 2 and n >= 2:  # BatchNorm needs two samples: fill the last batch
                 idx = torch.cat([idx, order[:2 - len(idx)]])
             flips = (torch.rand(len(idx), generator=gen) < 0.5) if cfg.flip else torch.zeros(len(idx), dtype=torch.bool)
-            x = images[idx].clone()
+            x = _normalise(images[idx])
             x[flips] = x[flips].flip(-1)
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * _schedule(step, total)
@@ -227,7 +233,7 @@ def predict(net: torch.nn.Module, task: str, rgb: np.ndarray, cfg: TaskConfig, d
             ) -> np.ndarray | Detections:
     """One image at its original size: a class map (H x W) or detections in its pixels."""
     h0, w0 = rgb.shape[:2]
-    x = _resize(rgb, cfg.size)[None].to(device)
+    x = _normalise(_resize(rgb, cfg.size)[None]).to(device)
     if task == "seg":
         logits = F.interpolate(net(x), size=(h0, w0), mode="bilinear", align_corners=False)
         return logits.argmax(1)[0].cpu().numpy()
