@@ -46,7 +46,7 @@ def test_fold_batchnorm_is_exact(bias) -> None:
 
 
 @pytest.mark.parametrize("act", [nn.ReLU(), nn.PReLU(), nn.LeakyReLU(0.1), nn.Sigmoid(), nn.Tanh(), nn.SiLU(),
-                                 nn.GELU()], ids=lambda a: type(a).__name__)
+                                 nn.GELU(), nn.ReLU6()], ids=lambda a: type(a).__name__)
 def test_conv_activation_fusion_is_exact(act) -> None:
     torch.manual_seed(1)
     if isinstance(act, nn.PReLU):

@@ -41,6 +41,7 @@ from mlfuse.models.base import FusionModel
 from mlfuse.tiling import Window, cpu_autocast_dtype, tile_spec, tiled_forward
 
 _ACTIVATIONS: dict[type, str] = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.SiLU: "swish",
+                                 nn.ReLU6: "hardtanh", nn.Hardtanh: "hardtanh",
                                  nn.LeakyReLU: "leaky_relu", nn.PReLU: "leaky_relu", nn.GELU: "gelu"}
 
 
@@ -93,6 +94,8 @@ class ConvAct(nn.Module):
             self.scalars: list = [float(act.weight.detach().reshape(-1)[0])]
         elif isinstance(act, nn.LeakyReLU):
             self.scalars = [float(act.negative_slope)]
+        elif isinstance(act, nn.Hardtanh):  # ReLU6 is Hardtanh(0, 6)
+            self.scalars = [float(act.min_val), float(act.max_val)]
         else:
             self.scalars = []
         self.algorithm = act.approximate if isinstance(act, nn.GELU) else ""
