@@ -55,9 +55,9 @@ def main() -> int:
     for name in names:
         results[name] = check(name)
         print(name, results[name]["outcome"], f"{results[name]['seconds']} s", file=sys.stderr, flush=True)
+    commands = [*doc.get("commands", []), "python benchmarks/export_check.py " + " ".join(sys.argv[1:])]
     doc = {"benchmark": "ONNX export + onnxruntime round trip of every registered method (untrained weights)",
-           "command": "python benchmarks/export_check.py " + " ".join(sys.argv[1:]),
-           "machine": machine(), "methods": dict(sorted(results.items()))}
+           "commands": commands, "machine": machine(), "methods": dict(sorted(results.items()))}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1) + "\n")
     return 0 if all(r["outcome"] != "failed" for r in results.values()) else 1
