@@ -124,6 +124,8 @@ def test_card_fields_are_typed() -> None:
         assert card.recipe is get_recipe(name) and card.recipe.builder is card.builder
     with pytest.raises(MLFuseError, match="no training recipe for 'max'"):
         get_recipe("max")
+    # the pipeline reads a model's tiling workers as a declared attribute, not with getattr
+    assert mlfuse.create_model("max").workers is None
 
 
 def test_create_model_refuses_an_unknown_task() -> None:
@@ -134,3 +136,10 @@ def test_create_model_refuses_an_unknown_task() -> None:
     with pytest.raises(MLFuseError, match=r"'max' \(it has no task variants"):
         mlfuse.create_model("max", weights=None, task="ivf")
     assert mlfuse.create_model("cddfuse", weights=None, task="mif").card.name == "cddfuse"
+
+
+def test_import_graph_script_runs() -> None:
+    """``python tools/import_graph.py`` (the README's Architecture section) prints the report."""
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / "import_graph.py")], check=True, timeout=120,
+                         capture_output=True, text=True).stdout
+    assert "circles: 0\n" in out and "upward imports: " in out and " floors" in out.splitlines()[0]

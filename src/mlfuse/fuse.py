@@ -106,7 +106,7 @@ def run_network(model: nn.Module, structural: np.ndarray, functional: np.ndarray
         functional = np.pad(functional, pads, mode="reflect")
     device = next(model.parameters()).device
     # CPU tiles run one per core with single-threaded ops (no per-op thread synchronisation)
-    workers = getattr(model, "workers", torch.get_num_threads()) if device.type == "cpu" else 1
+    workers = (model.workers or torch.get_num_threads()) if device.type == "cpu" else 1
     budget = default_budget(device) if tile_budget_mb is None else int(tile_budget_mb * 2**20)
     tile_size = resolve_tile(tile, model, *structural.shape, budget, workers, check_memory=True)
     s = torch.from_numpy(np.ascontiguousarray(structural))[None, None]

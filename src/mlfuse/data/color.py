@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from mlfuse.data.gray import pil_luma
+
 COLOR_MODES = ("ycbcr", "paper", "gray")
-
-
-def pil_luma(rgb: np.ndarray) -> np.ndarray:
-    """PIL's ``convert('L')`` for 8-bit RGB: ``(19595 R + 38470 G + 7471 B + 32768) >> 16``."""
-    c = rgb.astype(np.uint32)
-    return ((19595 * c[..., 0] + 38470 * c[..., 1] + 7471 * c[..., 2] + 32768) >> 16).astype(np.uint8)
+__all__ = ["COLOR_MODES", "colorize", "fuse_chroma", "matlab_uint8", "pil_luma", "rgb_to_ycbcr", "rgb_to_ycbcr_matlab",
+           "ycbcr_to_rgb", "ycbcr_to_rgb_matlab"]
 
 
 def rgb_to_ycbcr(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

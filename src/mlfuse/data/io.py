@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
 
-from mlfuse.data.color import pil_luma
+from mlfuse.data.gray import pil_luma
 from mlfuse.errors import InputError, InputTypeError, OutputError, OutputExistsError
 
 #: file extensions treated as images when scanning folders

@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from mlfuse.data.gray import luma_float32
 from mlfuse.data.io import read_image
 from mlfuse.data.pairs import Pair
 from mlfuse.errors import InputError
@@ -41,7 +42,7 @@ def authors_gray(path: str | Path) -> np.ndarray:
     scale = np.float32(img.maxval)
     a = img.pixels.astype(np.float32) / scale
     if img.is_color:
-        return a[..., 0] * np.float32(0.299) + a[..., 1] * np.float32(0.587) + a[..., 2] * np.float32(0.114)
+        return luma_float32(a, "rgb")
     return a
 
 

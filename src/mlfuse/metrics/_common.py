@@ -8,27 +8,23 @@ checks that the fused image and both sources have the same size.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
+from mlfuse.data import gray
 from mlfuse.errors import InputError
 
-#: how each reference code turns colour into gray (spec metrics.md section 1.2)
-GRAY_CONVENTIONS = {
-    # cv2.cvtColor(float32 BGR -> GRAY) = 0.299 R + 0.587 G + 0.114 B, then np.round (Python Evaluators)
-    "cv2": (0.299, 0.587, 0.114),
-    # MATLAB rgb2gray: 0.2989 R + 0.5870 G + 0.1140 B, rounded to uint8 (Image-Fusion, VIFB, Liu)
-    "matlab": (0.298936021293775, 0.587043074451121, 0.114020904255103),
-}
+#: the colour -> gray conventions of the reference codes (spec metrics.md section 1.2; mlfuse.data.gray):
+#: ``cv2`` (Python Evaluators: float32 cvtColor then np.round), ``matlab`` (rgb2gray: Image-Fusion, VIFB, Liu)
+GRAY_CONVENTIONS = ("cv2", "matlab")
 
 
 def to_gray(rgb: np.ndarray, convention: str = "matlab") -> np.ndarray:
     """Gray conversion of an 8-bit RGB array the way the named reference code does it."""
-    wr, wg, wb = GRAY_CONVENTIONS[convention]
-    x = rgb.astype(np.float64) if convention == "matlab" else rgb.astype(np.float32)
-    g = wr * x[..., 0] + wg * x[..., 1] + wb * x[..., 2]
-    if convention == "matlab":  # MATLAB uint8(): round half away from zero
-        return np.clip(np.floor(g + 0.5), 0, 255).astype(np.uint8)
-    return np.round(g).astype(np.uint8)
+    if convention not in GRAY_CONVENTIONS:
+        raise ValueError(f"unknown gray convention {convention!r} (choose from {', '.join(GRAY_CONVENTIONS)})")
+    return gray.to_gray(rgb, convention)
 
 
 def to_255(x: np.ndarray, *, data_range: float | None = None, name: str = "image",
@@ -77,27 +73,39 @@ def prepare(fused: np.ndarray, a: np.ndarray, b: np.ndarray, *, data_range: floa
     return out  # type: ignore[return-value]
 
 
-# --- checks used inside the metric functions (plain ValueErrors: these are programming errors;
-# user-facing input goes through `prepare`, which raises InputError with file-level messages)
+# --- the validator of the metric functions' own arguments (after `prepare`, or called directly)
+
+def check_images(*images: np.ndarray, dtype: type | None = None, min_size: int = 1,
+                 names: Sequence[str] | None = None) -> tuple[np.ndarray, ...]:
+    """The one check of a metric's image arguments (piq's ``_validate_input`` idea): each a 2-D array of real
+    numbers, all the same shape, at least ``min_size`` pixels on each side (the metric's window). Returns
+    them as ``dtype``; ``None`` keeps float32 as float32 (the Python Evaluators' arithmetic) and turns
+    anything else into float64. Raises :class:`~mlfuse.errors.InputError` (a ``ValueError``) in one line.
+    ``names`` label the images in messages (default: fused, A, B for a triple)."""
+    if names is None:
+        names = ("fused", "A", "B") if len(images) == 3 else tuple(f"image {i + 1}" for i in range(len(images)))
+    out = []
+    for x, name in zip(images, names, strict=True):
+        arr = np.asarray(x)
+        if arr.ndim != 2:
+            raise InputError(f"{name}: expected a 2-D gray image, got shape {arr.shape}")
+        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+            raise InputError(f"{name}: unsupported pixel type {arr.dtype}")
+        want = dtype if dtype is not None else (np.float32 if arr.dtype == np.float32 else np.float64)
+        out.append(arr.astype(want, copy=False))
+    shapes = [o.shape for o in out]
+    if len(set(shapes)) > 1:
+        desc = ", ".join(f"{n} {s[1]}x{s[0]}" for n, s in zip(names, shapes, strict=True))
+        raise InputError(f"size mismatch: {desc} (W x H); the images must have the same shape")
+    h, w = shapes[0]
+    if min(h, w) < min_size:
+        raise InputError(f"{w} x {h} pixels is smaller than the {min_size} x {min_size} the metric needs")
+    return tuple(out)
+
 
 def as_image(x: np.ndarray, dtype: type | None = None) -> np.ndarray:
-    """A 2-D array; ``dtype=None`` keeps float32 as float32 (the Python Evaluators' arithmetic) and
-    turns anything else into float64."""
-    arr = np.asarray(x)
-    if arr.ndim != 2:
-        raise ValueError(f"expected a 2-D image, got shape {arr.shape}")
-    if dtype is None:
-        dtype = np.float32 if arr.dtype == np.float32 else np.float64
-    return arr.astype(dtype, copy=False)
-
-
-def check_triple(f: np.ndarray, a: np.ndarray, b: np.ndarray, dtype: type | None = None,
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`as_image` of a (fused, A, B) triple, checking that the three sizes agree."""
-    f, a, b = as_image(f, dtype), as_image(a, dtype), as_image(b, dtype)
-    if not f.shape == a.shape == b.shape:
-        raise ValueError(f"image shapes differ: fused {f.shape}, A {a.shape}, B {b.shape}")
-    return f, a, b
+    """:func:`check_images` of one image."""
+    return check_images(x, dtype=dtype, names=("image",))[0]
 
 
 def check_convention(convention: str, allowed: tuple[str, ...]) -> None:

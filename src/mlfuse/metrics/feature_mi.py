@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlfuse.metrics._common import check_triple
+from mlfuse.metrics._common import check_images
 
 __all__ = ["FEATURES", "fmi"]
 
@@ -45,13 +45,6 @@ _IDX = np.arange(1.0, 10.0)  # the 1-based indices i of the reference's moment l
 _JOINT_ORDER = np.array(
     [0] + [i * 9 for i in range(1, 9)] + list(range(1, 9)) + [i * 9 + j for i in range(1, 9) for j in range(1, 9)]
 )
-
-
-def _check(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    out = check_triple(f, a, b, np.float64)
-    if min(out[0].shape) < 3:
-        raise ValueError(f"FMI needs images of at least 3 x 3 pixels, got {out[0].shape}")
-    return out
 
 
 # ------------------------------------------------------------------------------------------ features
@@ -308,7 +301,7 @@ def fmi(f: np.ndarray, a: np.ndarray, b: np.ndarray, feature: str = "edge") -> f
     """
     if feature not in FEATURES:
         raise ValueError(f"unknown FMI feature {feature!r} (choose from {', '.join(FEATURES)})")
-    f, a, b = _check(f, a, b)
+    f, a, b = check_images(f, a, b, dtype=np.float64, min_size=3)
     ff, fa, fb = (_feature(x, feature) for x in (f, a, b))
     h, w = ff.shape
     rows = max(1, _CHUNK // (w - 2))  # window rows per block: bounded memory, cache-sized work

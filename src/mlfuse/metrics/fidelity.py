@@ -11,6 +11,9 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from mlfuse.metrics._common import check_images
+from mlfuse.metrics.filters import fspecial_gaussian, gaussian_window_1d
+
 __all__ = ["fspecial_gaussian", "vif", "vif_pair"]
 
 _SIGMA_NSQ = 2.0  # HVS noise variance: an absolute level, so the input must be on the 0-255 scale
@@ -18,22 +21,11 @@ _EPS = 1e-10
 _SCALES = 4
 
 
-def fspecial_gaussian(n: int, sigma: float) -> np.ndarray:
-    """MATLAB ``fspecial('gaussian', n, sigma)``: exp(-(x² + y²)/(2σ²)) on an n x n grid, values
-    below eps·max set to zero, then normalised to sum 1."""
-    t = np.arange(n, dtype=np.float64) - (n - 1) / 2.0
-    h = np.exp(-(t[:, None] ** 2 + t[None, :] ** 2) / (2.0 * sigma * sigma))
-    h[h < np.finfo(np.float64).eps * h.max()] = 0.0
-    return h / h.sum()
-
-
 def _gaussian_1d(n: int, sigma: float) -> np.ndarray:
     """1-D factor k of ``fspecial_gaussian(n, sigma)`` = outer(k, k). Exact here because, with
     σ = n/5, no value falls below eps·max (the corner is exp(-25(n-1)²/(4n²)) > 1.9e-3), so the
     eps rule never breaks separability; checked against the 2-D kernel."""
-    t = np.arange(n, dtype=np.float64) - (n - 1) / 2.0
-    k = np.exp(-(t * t) / (2.0 * sigma * sigma))
-    k /= k.sum()
+    k = gaussian_window_1d(n, sigma)
     if not np.allclose(np.outer(k, k), fspecial_gaussian(n, sigma), rtol=1e-12, atol=0.0):
         raise AssertionError(f"fspecial('gaussian', {n}, {sigma}) is not separable")  # pragma: no cover
     return k
@@ -135,14 +127,8 @@ def _vif_many(dist: np.ndarray, refs: list[np.ndarray]) -> list[float]:
 
 def vif_pair(ref: np.ndarray, dist: np.ndarray) -> float:
     """Sheikh & Bovik's pixel-domain multiscale VIF of one reference/distorted pair (``vifp_mscale``)."""
-    return _vif_many(_as_f64(dist, "dist"), [_as_f64(ref, "ref")])[0]
-
-
-def _as_f64(x: np.ndarray, name: str) -> np.ndarray:
-    arr = np.asarray(x, dtype=np.float64)
-    if arr.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D array, got shape {arr.shape}")
-    return arr
+    ref, dist = check_images(ref, dist, dtype=np.float64, names=("ref", "dist"))
+    return _vif_many(dist, [ref])[0]
 
 
 def vif(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
@@ -158,8 +144,6 @@ def vif(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     filter output does; images smaller than 17x17 raise ``ValueError``. A flat source makes its
     term 0/0, so the result is NaN, as in the reference codes.
     """
-    f, a, b = _as_f64(f, "f"), _as_f64(a, "a"), _as_f64(b, "b")
-    if not (f.shape == a.shape == b.shape):
-        raise ValueError(f"shape mismatch: f {f.shape}, a {a.shape}, b {b.shape}")
+    f, a, b = check_images(f, a, b, dtype=np.float64)
     v_a, v_b = _vif_many(f, [a, b])
     return v_a + v_b

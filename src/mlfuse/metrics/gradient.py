@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from mlfuse.metrics._common import check_triple
+from mlfuse.metrics._common import check_images
+from mlfuse.metrics.filters import sobel
 
 __all__ = ["nabf", "qabf", "qg"]
 
@@ -27,8 +28,9 @@ _HALF_PI = np.pi / 2
 _BLOCK_ELEMS = 1 << 15
 
 
-def _stack(f: np.ndarray, a: np.ndarray, b: np.ndarray, dtype: type = np.float64) -> np.ndarray:
-    return np.stack(check_triple(f, a, b, dtype))
+def _stack(f: np.ndarray, a: np.ndarray, b: np.ndarray, dtype: type = np.float64,
+           names: tuple[str, str, str] = ("fused", "A", "B")) -> np.ndarray:
+    return np.stack(check_images(f, a, b, dtype=dtype, names=names))
 
 
 def _padded_blocks(stack: np.ndarray, mode: str) -> Iterator[np.ndarray]:
@@ -40,18 +42,6 @@ def _padded_blocks(stack: np.ndarray, mode: str) -> Iterator[np.ndarray]:
     rows = max(8, _BLOCK_ELEMS // (w + 2))
     for r0 in range(0, h, rows):
         yield p[:, r0:min(r0 + rows, h) + 2]
-
-
-def _sobel(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sobel responses of a padded stack as correlations: ``dx`` with [-1 0 1; -2 0 2; -1 0 1]
-    (right minus left) and ``dy`` with [-1 -2 -1; 0 0 0; 1 2 1] (bottom minus top). Each is a
-    difference ``a - b`` of two (1, 2, 1)-weighted sums, so an exact cancellation gives +0 as in the
-    reference loops; for integer-valued images both are exact."""
-    v = p[:, :-2] + 2.0 * p[:, 1:-1]
-    v += p[:, 2:]  # vertical (1, 2, 1) smoothing: (3, r, W + 2)
-    hz = p[:, :, :-2] + 2.0 * p[:, :, 1:-1]
-    hz += p[:, :, 2:]  # horizontal (1, 2, 1) smoothing: (3, r + 2, W)
-    return v[:, :, 2:] - v[:, :, :-2], hz[:, 2:] - hz[:, :-2]
 
 
 def _accumulate(stack: np.ndarray, mode: str,
@@ -67,7 +57,7 @@ def _accumulate(stack: np.ndarray, mode: str,
 
 # --------------------------------------------------------------------------------------------- Qabf
 def _qabf_block(p: np.ndarray) -> tuple[float, float]:
-    dx, dy = _sobel(p)
+    dx, dy = sobel(p)
     # MATLAB conv2 flips the kernels: conv2(x, [-1 0 1; -2 0 2; -1 0 1]) is left - right = -dx and
     # conv2(x, [1 2 1; 0 0 0; -1 -2 -1]) is bottom - top = dy. The relative sign matters because
     # α = π/2 (not -π/2) where sx = 0.
@@ -126,7 +116,7 @@ def _kumar_q(g: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 def _kumar_block(p: np.ndarray) -> tuple[float, float]:
     # Kumar's sobel_fn: correlation with [-1 -2 -1; 0 0 0; 1 2 1]/8 (gv) and [-1 0 1; -2 0 2; -1 0 1]/8
     # (gh) on the mirror-extended image; exact multiples of 1/8 for integer-valued images
-    gh, gv = _sobel(p)
+    gh, gv = sobel(p)
     gh /= 8.0
     gv /= 8.0
     g = np.sqrt(gh * gh + gv * gv)
@@ -147,7 +137,7 @@ def _kumar_block(p: np.ndarray) -> tuple[float, float]:
 
 def _smfnet_block(p: np.ndarray) -> tuple[float, float]:
     # scipy.ndimage.sobel along both axes (no /8), float32, arctan2 orientation
-    gx, gy = _sobel(p)
+    gx, gy = sobel(p)
     g = np.sqrt(gx * gx + gy * gy)
     alpha = np.arctan2(gy, gx)
     q = _kumar_q(g, alpha)
@@ -181,7 +171,7 @@ def nabf(f: np.ndarray, a: np.ndarray, b: np.ndarray, convention: str = "tang") 
     if convention == "tang":
         num, den = _accumulate(_stack(f, a, b), "reflect", _kumar_block)
     elif convention == "tang_as_called":
-        num, den = _accumulate(_stack(a, b, f), "reflect", _kumar_block)
+        num, den = _accumulate(_stack(a, b, f, names=("A", "B", "fused")), "reflect", _kumar_block)
     elif convention == "smfnet":
         num, den = _accumulate(_stack(f, a, b, np.float32), "symmetric", _smfnet_block)
     else:
@@ -191,7 +181,7 @@ def nabf(f: np.ndarray, a: np.ndarray, b: np.ndarray, convention: str = "tang") 
 
 # ----------------------------------------------------------------------------------------------- Qg
 def _qg_block(p: np.ndarray) -> tuple[float, float]:
-    sx, sy = _sobel(p)  # filter2 (correlation) with [-1 0 1; -2 0 2; -1 0 1] and [-1 -2 -1; 0 0 0; 1 2 1]
+    sx, sy = sobel(p)  # filter2 (correlation) with [-1 0 1; -2 0 2; -1 0 1] and [-1 -2 -1; 0 0 0; 1 2 1]
     g = np.sqrt(sx * sx + sy * sy)
     sx[sx == 0] = 1e-5
     alpha = np.arctan(sy / sx, out=sy)

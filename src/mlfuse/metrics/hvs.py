@@ -23,20 +23,11 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage
 
-from mlfuse.metrics._common import check_triple
+from mlfuse.metrics._common import check_images
+from mlfuse.metrics.filters import matlab_round as _matlab_round
+from mlfuse.metrics.filters import sobel
 
 __all__ = ["qcb", "qcv"]
-
-
-def _check(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    out = check_triple(f, a, b, np.float64)
-    return out
-
-
-def _matlab_round(x: np.ndarray) -> np.ndarray:
-    """MATLAB ``round``: halves away from zero (numpy rounds them to even)."""
-    t = np.trunc(x)
-    return t + np.where(np.abs(x - t) >= 0.5, np.sign(x), 0.0)
 
 
 def _normalize1(x: np.ndarray) -> np.ndarray:
@@ -98,7 +89,7 @@ def qcb(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     31x31 Gaussians, masked as C' = |C|³/(|C|²+1e-4); Qcb = ⟨λ_A·Q_AF + λ_B·Q_BF⟩ with
     Q_XF = min/max(C'_X, C'_F) and λ_X = C'_X²/(C'_A²+C'_B²). Liu toolbox / VIFB ``metricsQcb``.
     """
-    f, a, b = _check(f, a, b)
+    f, a, b = check_images(f, a, b, dtype=np.float64)
     r = _freqspace_radius(f.shape, 30.0)
     s = np.exp(-((r / _F0) ** 2)) - _A * np.exp(-((r / _F1) ** 2))
     # im2double(uint8) then normalize1: the stretch of x/255 rounds its ties like the reference
@@ -121,9 +112,7 @@ _ALPHA = 5  # saliency exponent: λ = Σ g^5 over a block
 
 def _sobel_magnitude(x: np.ndarray) -> np.ndarray:
     """sqrt(gx² + gy²) of ``filter2`` Sobel responses with zero padding (exact on integer data)."""
-    p = np.pad(x, 1)
-    gx = (p[:-2, 2:] + 2.0 * p[1:-1, 2:] + p[2:, 2:]) - (p[:-2, :-2] + 2.0 * p[1:-1, :-2] + p[2:, :-2])
-    gy = (p[2:, :-2] + 2.0 * p[2:, 1:-1] + p[2:, 2:]) - (p[:-2, :-2] + 2.0 * p[:-2, 1:-1] + p[:-2, 2:])
+    gx, gy = sobel(np.pad(x, 1))
     return np.sqrt(gx * gx + gy * gy)
 
 
@@ -145,7 +134,7 @@ def qcv(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     D_X is the block mean of the squared result; Qcv = Σ(λ_A·D_A + λ_B·D_B) / Σ(λ_A + λ_B).
     Liu toolbox ``metricChen`` / VIFB ``metricsQcv``.
     """
-    f, a, b = _check(f, a, b)
+    f, a, b = check_images(f, a, b, dtype=np.float64)
     f, a, b = _normalize1(f), _normalize1(a), _normalize1(b)
     lam_a = _block_sums(_sobel_magnitude(a) ** _ALPHA)
     lam_b = _block_sums(_sobel_magnitude(b) ** _ALPHA)

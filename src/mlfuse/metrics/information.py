@@ -18,7 +18,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mlfuse.metrics._common import as_image, check_triple
+from mlfuse.metrics._common import as_image, check_images
+from mlfuse.metrics.filters import matlab_round
 from mlfuse.metrics.statistics import gray_levels
 
 __all__ = ["TSALLIS_Q", "cross_entropy", "mi", "qmi", "qncie", "qsf", "qte"]
@@ -50,9 +51,7 @@ def _stretch(x: np.ndarray) -> np.ndarray:
     y = x - lo
     y /= hi - lo
     y *= 255.0
-    t = np.floor(y)
-    t += (y - t) >= 0.5  # MATLAB round on values >= 0: floor(y + 0.5) would round 0.49999999999999994 up
-    return t.astype(np.uint8)
+    return matlab_round(y).astype(np.uint8)
 
 
 def _joint(gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
@@ -202,7 +201,7 @@ def qsf(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     uses, for every difference, the larger-magnitude one of the two sources' differences.
     Qsf = (SF_F - SF_R) / SF_R (0 when F's activity equals the reference; negative when lower).
     """
-    f, a, b = check_triple(f, a, b, np.float64)
+    f, a, b = check_images(f, a, b, dtype=np.float64)
     w = np.sqrt(2) / 2
 
     def diff(x: np.ndarray, k: int) -> np.ndarray:

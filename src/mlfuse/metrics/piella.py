@@ -47,7 +47,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlfuse.metrics.similarity import _images, filter2_valid, gaussian_window_1d, ssim_formula
+from mlfuse.metrics._common import check_images
+from mlfuse.metrics.filters import fspecial_gaussian, gaussian_window_1d
+from mlfuse.metrics.similarity import filter2_valid, ssim_formula
 
 __all__ = ["qc", "qe", "qs", "qw", "qy"]
 
@@ -61,11 +63,7 @@ _EPS = np.finfo(np.float64).eps
 def _fspecial_gaussian(size: int, sigma: float) -> np.ndarray:
     """The 2-D window of ``ssim_index`` / ``ssim_yang``: MATLAB ``fspecial('gaussian', size, sigma)`` (values
     below eps * max zeroed, normalised), normalised once more by ``window / sum(sum(window))``."""
-    r = (size - 1) / 2
-    y, x = np.ogrid[-r:r + 1, -r:r + 1]
-    h = np.exp(-(x * x + y * y) / (2 * sigma * sigma))
-    h[h < _EPS * h.max()] = 0
-    h = h / h.sum()
+    h = fspecial_gaussian(size, sigma)
     return h / h.sum()
 
 
@@ -205,7 +203,7 @@ def _edges(x: np.ndarray) -> np.ndarray:
 
 def qs(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     """Piella's fusion quality index Qs (Liu toolbox ``metricPeilla(A, B, F, 1)``); 1 is best."""
-    f, a, b = _images(np.float64, f, a, b, min_size=11)
+    f, a, b = check_images(f, a, b, dtype=np.float64, min_size=11)
     q, _ = _piella_parts(f, a, b)
     return float(q.mean())
 
@@ -213,14 +211,14 @@ def qs(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 def qw(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     """Piella's weighted fusion quality index Qw (``metricPeilla(A, B, F, 2)``): windows weighted by
     max(sigma_A^2, sigma_B^2); 1 is best."""
-    f, a, b = _images(np.float64, f, a, b, min_size=11)
+    f, a, b = check_images(f, a, b, dtype=np.float64, min_size=11)
     return _qw(f, a, b)
 
 
 def qe(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     """Piella's edge-dependent fusion quality index Qe = Qw(A, B, F) * Qw(A', B', F') (``metricPeilla(.., 3)``),
     X' the 3x3 Prewitt-like gradient magnitude ('same', zero border); 1 is best."""
-    f, a, b = _images(np.float64, f, a, b, min_size=11)
+    f, a, b = check_images(f, a, b, dtype=np.float64, min_size=11)
     return _qw(f, a, b) * _qw(_edges(f), _edges(a), _edges(b))
 
 
@@ -249,7 +247,7 @@ def qy(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 
     NaN when some 7x7 window has zero variance in both sources (0/0 in lambda), as in the reference code.
     """
-    f, a, b = _images(np.float64, f, a, b, min_size=11)
+    f, a, b = check_images(f, a, b, dtype=np.float64, min_size=11)
     m = _Moments(f, a, b, 7, _qy_sensitive, ab=True)
     c1, c2 = _C_YANG
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -268,7 +266,7 @@ def qc(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 
     NaN when some 7x7 window has zero covariance of F with both sources (0/0 in lambda), as in the reference.
     """
-    f, a, b = _images(np.float64, f, a, b, min_size=11)
+    f, a, b = check_images(f, a, b, dtype=np.float64, min_size=11)
     m = _Moments(f, a, b, 7, _qc_sensitive)
     c1, c2 = _C_YANG
     with np.errstate(divide="ignore", invalid="ignore"):

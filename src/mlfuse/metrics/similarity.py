@@ -44,8 +44,10 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from mlfuse.errors import InputError
 from mlfuse.metrics._common import check_convention as _check
+from mlfuse.metrics._common import check_images
+from mlfuse.metrics.filters import cv2_gaussian_kernel as _cv2_gaussian_kernel
+from mlfuse.metrics.filters import gaussian_window_1d
 
 __all__ = ["filter2_valid", "gaussian_window_1d", "ms_ssim", "ssim", "ssim_formula"]
 
@@ -54,37 +56,6 @@ MS_SSIM_CONVENTIONS = ("tang", "smfnet")
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-def _images(dtype: type, *images: np.ndarray, min_size: int = 1) -> tuple[np.ndarray, ...]:
-    """The inputs as 2-D arrays of ``dtype`` (values unchanged: they are on the 0-255 scale already)."""
-    out = []
-    for x in images:
-        arr = np.asarray(x)
-        if arr.ndim != 2:
-            raise InputError(f"expected a 2-D gray image, got shape {arr.shape}")
-        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-            raise InputError(f"unsupported pixel type {arr.dtype}")
-        out.append(arr.astype(dtype, copy=False))
-    shape = out[0].shape
-    if any(o.shape != shape for o in out):
-        raise InputError("size mismatch: " + ", ".join(f"{o.shape[1]}x{o.shape[0]}" for o in out)
-                         + " (W x H); fused image and sources must have the same size")
-    if min(shape) < min_size:
-        raise InputError(f"image of {shape[1]}x{shape[0]} pixels is smaller than the {min_size}x{min_size} window")
-    return tuple(out)
-
-
-def gaussian_window_1d(size: int, sigma: float) -> np.ndarray:
-    """1-D factor of MATLAB ``fspecial('gaussian', size, sigma)`` (the 2-D window is its outer product).
-
-    ``fspecial`` zeroes values below eps * max before normalising; none is that small for the windows used here
-    (7 or 11 taps at sigma 1.5), so the normalised separable factor reproduces the 2-D window to rounding.
-    """
-    r = (size - 1) / 2.0
-    x = np.arange(size, dtype=np.float64) - r
-    g = np.exp(-(x * x) / (2.0 * sigma * sigma))
-    return g / g.sum()
-
 
 def filter2_valid(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """MATLAB ``filter2(w' * w, x, 'valid')`` along the last two axes, computed separably (float64)."""
@@ -204,9 +175,9 @@ def ssim(f: np.ndarray, a: np.ndarray, b: np.ndarray, convention: str = "cddfuse
     """
     _check(convention, SSIM_CONVENTIONS)
     if convention in ("cddfuse", "smfnet"):
-        f32, a32, b32 = _images(np.float32, f, a, b, min_size=7)
+        f32, a32, b32 = check_images(f, a, b, dtype=np.float32, min_size=7)
         return _ssim_skimage(f32, a32, b32, 2.0 if convention == "cddfuse" else 255.0)
-    f64, a64, b64 = _images(np.float64, f, a, b, min_size=11)
+    f64, a64, b64 = check_images(f, a, b, dtype=np.float64, min_size=11)
     if convention == "tang":
         sa, sb = _ssim_matlab(f64, a64, b64)
         return (sa + sb) / 2
@@ -305,14 +276,6 @@ def _mef_ssim(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 
 
 # ----------------------------------------------------------------------------------------------- SMFNet MS-SSIM
-
-def _cv2_gaussian_kernel(ksize: int, sigma: float) -> np.ndarray:
-    """``cv2.getGaussianKernel(ksize, sigma, CV_32F)``: exp(-x^2 / (2 sigma^2)) normalised in double, cast to
-    float32 (OpenCV uses a float32 kernel for float32 images)."""
-    x = np.arange(ksize, dtype=np.float64) - (ksize - 1) / 2.0
-    g = np.exp(-(x * x) / (2.0 * sigma * sigma))
-    return (g * (1.0 / g.sum())).astype(np.float32)
-
 
 def _fma32(x: np.ndarray, k: float, s: np.ndarray) -> np.ndarray:
     """float32 fused multiply-add round32(x * k + s): the float64 product of two float32 values is exact."""
@@ -444,7 +407,7 @@ def ms_ssim(f: np.ndarray, a: np.ndarray, b: np.ndarray, convention: str = "tang
     """
     _check(convention, MS_SSIM_CONVENTIONS)
     if convention == "tang":
-        f64, a64, b64 = _images(np.float64, f, a, b, min_size=11)
+        f64, a64, b64 = check_images(f, a, b, dtype=np.float64, min_size=11)
         return _mef_ssim(f64, a64, b64)
-    f32, a32, b32 = _images(np.float32, f, a, b, min_size=16)
+    f32, a32, b32 = check_images(f, a, b, dtype=np.float32, min_size=16)
     return _smfnet_ms_ssim(f32, a32, b32)

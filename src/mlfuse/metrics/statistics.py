@@ -21,7 +21,7 @@ from scipy import ndimage
 
 from mlfuse.metrics._common import as_image as _arr
 from mlfuse.metrics._common import check_convention as _check
-from mlfuse.metrics._common import check_triple as _triple
+from mlfuse.metrics._common import check_images
 
 __all__ = ["ag", "cc", "edge_intensity", "en", "mse", "psnr", "rmse_vifb", "scd", "sd", "sf"]
 
@@ -46,10 +46,7 @@ def en(f: np.ndarray) -> float:
     Identical in the CDDFuse Evaluator (``bincount`` of the rounded image), Tang's ``entropy`` on
     uint8 and VIFB ``Entropy``: -sum p log2 p over the occupied grey levels.
     """
-    x = np.asarray(f)
-    if x.ndim != 2:
-        raise ValueError(f"expected a 2-D image, got shape {x.shape}")
-    g = gray_levels(x).ravel()
+    g = gray_levels(_arr(f, np.asarray(f).dtype)).ravel()
     p = np.bincount(g, minlength=256) / g.size
     p = p[p > 0]
     return float(-np.sum(p * np.log2(p)))
@@ -132,7 +129,7 @@ def mse(f: np.ndarray, a: np.ndarray, b: np.ndarray, convention: str = "cddfuse"
     ``tang`` (Tang ``MSE``): on [0, 1] data (images / 255), i.e. ``cddfuse`` / 65025.
     """
     _check(convention, ("cddfuse", "tang"))
-    f, a, b = _triple(f, a, b)
+    f, a, b = check_images(f, a, b)
     if convention == "tang":
         f, a, b = f / 255.0, a / 255.0, b / 255.0
     return float((_mean_sq(a - f) + _mean_sq(b - f)) / 2)
@@ -155,7 +152,7 @@ def rmse_vifb(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 
     Reproduces VIFB's non-standard scale (it is neither an RMSE nor an MSE).
     """
-    f, a, b = (x.astype(np.float64, copy=False) for x in _triple(f, a, b))
+    f, a, b = (x.astype(np.float64, copy=False) for x in check_images(f, a, b))
     return (_mse_vifb(a, f) + _mse_vifb(b, f)) / 2
 
 
@@ -194,7 +191,7 @@ def cc(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     Same in the CDDFuse Evaluator (float32 arithmetic) and Tang ``CC`` (float64; its typo
     subtracting mean(A) from B cancels analytically).
     """
-    f, a, b = _triple(f, a, b)
+    f, a, b = check_images(f, a, b)
     return float((_corr(a, f) + _corr(b, f)) / 2)
 
 
@@ -202,7 +199,7 @@ def scd(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     """Sum of the correlations of differences SCD (Aslantas & Bendes 2015):
     rho(F - B, A) + rho(F - A, B), in [-2, 2]. Identical in the CDDFuse Evaluator and Tang ``SCD``.
     """
-    f, a, b = _triple(f, a, b)
+    f, a, b = check_images(f, a, b)
     return float(_corr(f - b, a) + _corr(f - a, b))
 
 

@@ -23,6 +23,8 @@ class FusionModel(nn.Module):
     #: why the network cannot be exported to ONNX (``mlfuse export`` refuses it with this reason), or
     #: ``None`` if it can: e.g. a method computed partly in NumPy, outside the traced graph
     onnx_unsupported: str | None = None
+    #: CPU workers a tiled run may use (``None``: torch's thread count); the ``--fast`` copy sets its own
+    workers: int | None = None
 
     def fusion_forward(self, structural: Tensor, functional: Tensor) -> Tensor:
         raise NotImplementedError

@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from mlfuse.data.gray import luma_float32
 from mlfuse.data.io import read_image
 from mlfuse.data.pairs import Pair
 from mlfuse.data.patches import grid, is_low_contrast
@@ -40,7 +41,7 @@ def gray_rounded(path: str | Path) -> np.ndarray:
     img = read_image(path)
     a = img.pixels.astype(np.float32)
     if img.is_color:
-        a = np.round(a[..., 0] * np.float32(0.299) + a[..., 1] * np.float32(0.587) + a[..., 2] * np.float32(0.114))
+        a = np.round(luma_float32(a, "rgb"))  # the "cv2" convention of mlfuse.data.gray, on any bit depth
     return (a / np.float32(img.maxval)).astype(np.float32)
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from mlfuse.data.gray import luma_float32
 from mlfuse.data.io import Image
 
 _DELTA = np.float32(0.5)
@@ -43,8 +44,8 @@ def to_float_rgb(img: Image) -> np.ndarray:
 
 def rgb_to_ycrcb_float(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """OpenCV ``cvtColor(BGR2YCrCb)`` on a float image (offset 0.5): float32 (Y, Cr, Cb), 0-255 scale."""
-    r, g, b = (np.asarray(rgb[..., i], np.float32) for i in range(3))
-    y = b * _f32(0.114) + g * _f32(0.587) + r * _f32(0.299)
+    r, b = np.asarray(rgb[..., 0], np.float32), np.asarray(rgb[..., 2], np.float32)
+    y = luma_float32(rgb, "bgr")  # the "cv2-bgr" convention of mlfuse.data.gray
     cr = (r - y) * _f32(0.713) + _DELTA
     cb = (b - y) * _f32(0.564) + _DELTA
     return y, cr, cb
@@ -52,8 +53,7 @@ def rgb_to_ycrcb_float(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 def gray_float(rgb: np.ndarray) -> np.ndarray:
     """OpenCV ``cvtColor(BGR2GRAY)`` on a float image, then ``np.round`` (the authors' ``GRAY`` reader)."""
-    r, g, b = (np.asarray(rgb[..., i], np.float32) for i in range(3))
-    return np.round(b * _f32(0.114) + g * _f32(0.587) + r * _f32(0.299))
+    return np.round(luma_float32(rgb, "bgr"))  # the "cv2-bgr" convention of mlfuse.data.gray
 
 
 def ycrcb_to_rgb_float(y: np.ndarray, cr: np.ndarray, cb: np.ndarray) -> np.ndarray:
@@ -97,7 +97,7 @@ def paper_inputs(structural: Image, functional: Image) -> tuple[np.ndarray, np.n
 
 def paper_color(run: Callable[[np.ndarray, np.ndarray], np.ndarray], structural: Image,
                 functional: Image) -> np.ndarray:
-    """The pipeline's ``--color paper`` for SMFNet (``ModelCard.extra["paper_color"]``): the authors' inputs,
+    """The pipeline's ``--color paper`` for SMFNet (``ModelCard.paper_color``): the authors' inputs,
     ``run(vis_y, ir)`` (the padded network forward), their float colour output rounded as ``cv2.imwrite``.
     Returns uint8 H x W x 3 RGB, or H x W when the visible source is grey (all channels equal)."""
     vis_y, ir, cr, cb = paper_inputs(structural, functional)
