@@ -87,6 +87,8 @@ def main() -> None:
     p.add_argument("--tile", type=int, default=128)
     p.add_argument("--timeout", type=float, default=3600)
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "memory_cpu.json"))
+    p.add_argument("--no-tiled", action="store_true", help="untiled only")
+    p.add_argument("--append", action="store_true", help="add rows to an existing --out file")
     p.add_argument("--child")
     args = p.parse_args()
     if args.child:
@@ -95,7 +97,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from mlfuse.bench.efficiency import machine
 
-    rows = []
+    rows = json.loads(Path(args.out).read_text())["rows"] if args.append and Path(args.out).exists() else []
     tmp = Path("/tmp") / f"bench_memory_{int(time.time())}"
     tmp.mkdir(exist_ok=True)
     for method in args.methods:
@@ -105,19 +107,20 @@ def main() -> None:
             row = {"method": method, "size": [h, w]}
             row["untiled"] = _run({"method": method, "size": [h, w], "tile": 0, "save": str(ref)}, args.timeout)
             tiled_path = tmp / f"{method}_{size}_tiled.npy"
-            row["tiled"] = _run({"method": method, "size": [h, w], "tile": args.tile, "save": str(tiled_path)},
-                                args.timeout)
+            row["tiled"] = {} if args.no_tiled else _run(
+                {"method": method, "size": [h, w], "tile": args.tile, "save": str(tiled_path)}, args.timeout)
             if ref.exists() and tiled_path.exists():
                 row["tiled"]["max_abs_diff"] = float(np.abs(np.load(ref) - np.load(tiled_path)).max())
             for key in ("untiled", "tiled"):
                 if "seconds" in row[key]:
                     row[key]["seconds_per_mp"] = round(row[key]["seconds"] / row[key]["mp"], 2)
+            row["machine"] = machine()
+            row["reproduce"] = "nice -n 10 python benchmarks/bench_memory.py " + " ".join(sys.argv[1:])
             rows.append(row)
             print(json.dumps(row), flush=True)
-    result = {"machine": machine(), "threads": 1, "tile": args.tile, "rows": rows,
-              "reproduce": "nice -n 10 python benchmarks/bench_memory.py " + " ".join(sys.argv[1:])}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+            result = {"threads": 1, "rows": rows}  # written after every row: a long run keeps what it measured
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -92,7 +92,8 @@ class CDDFuse(AuthorsLayoutMixin, FusionModel):
     #: exact tiling (mlfuse.tiling): receptive radius 27 = patch embed 1 + 4 Restormer blocks x 2
     #: (two depthwise 3x3 each) + 3 INN nodes x 2 + DetailFuse 2 (the detail path is the longest)
     #: + 4 decoder blocks x 2 + two 3x3 convs; the 15 channel attentions are whole-image sums,
-    #: streamed in 10 passes (one per level: 4 + 1 encoder blocks, BaseFuse, 4 decoder blocks)
+    #: streamed in 11 passes (one per level: 4 + 1 encoder blocks, BaseFuse, 4 decoder blocks; then
+    #: the output pass)
     TILE_SPEC = TileSpec(
         halo=27, align=1, streaming=True,
         global_ops=("channel attention (MDTA, Lite): Q K^T and |q|, |k| summed over all H*W positions",),

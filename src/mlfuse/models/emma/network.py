@@ -105,7 +105,7 @@ class EMMA(FusionModel):
     #: exact tiling (mlfuse.tiling; ``task="pad"``): receptive radius 256 at input resolution (counted 250:
     #: six 3x3 convs per block at 1/1, 1/2, 1/4 and three blocks at 1/8 resolution, the stride-2 and
     #: transposed convs; measured 249 by input gradients), tiles on the 1/8 grid; the 16 Lite channel
-    #: attentions are whole-image sums, streamed in passes (one per level: 9)
+    #: attentions are whole-image sums, streamed in 10 passes (9 levels, then the output pass)
     _TILE_SPEC = TileSpec(
         halo=256, align=FACTOR, streaming=True,
         global_ops=("Lite channel attention: Q K^T and |q|, |k| summed over all positions of each level",),

@@ -436,7 +436,8 @@ class SFDFuse(AuthorsLayoutMixin, FusionModel):
     #: exact tiling (mlfuse.tiling): receptive radius 44 (measured 36 by input gradients with the
     #: global ops made local; 43 counted: encoder 13 + Lite 2 + 3 DEConv INN nodes 6 + FIBs, CGAFusion's
     #: two 7x7 convs 6, decoder blocks 12, head 2), on the Haar stride-2 grid; channel attentions,
-    #: cross attentions and CGAFusion's average pool are whole-image sums, streamed in passes
+    #: cross attentions and CGAFusion's average pool (15 per forward) are whole-image sums, streamed in
+    #: 9 passes (8 levels, then the output pass)
     TILE_SPEC = TileSpec(
         halo=44, align=2, streaming=True,
         global_ops=("channel / cross attention: Q K^T and |q|, |k| summed over all H*W positions",

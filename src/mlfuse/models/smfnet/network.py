@@ -526,8 +526,8 @@ class SMFNet(AuthorsLayoutMixin, FusionModel):
 
     #: exact tiling (mlfuse.tiling): receptive radius 27 (counted: shallow 3, base branch 17 more, BaseFuse 2,
     #: decoder block 2, three 3x3 head convs; the graph's dilation-16 nodes reach 20; measured 26 by input
-    #: gradients with the global ops made local); the 17 channel attentions per forward (MDTA, Lite, TCA)
-    #: are whole-image sums, streamed in passes (one per level: 12)
+    #: gradients with the global ops made local); the 24 channel attentions per forward (MDTA, Lite, TCA)
+    #: are whole-image sums, streamed in 12 passes (11 levels, then the output pass)
     TILE_SPEC = TileSpec(
         halo=27, align=1, streaming=True,
         global_ops=("channel attention (MDTA, Lite, TCA): Q K^T and |q|, |k| summed over all H*W positions",),
