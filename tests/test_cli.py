@@ -166,3 +166,21 @@ def test_console_script_prints_no_traceback(tmp_path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"mlfuse: error: {bad}: not an image file (format not recognised)"
+
+
+def test_every_device_option_takes_cuda_n(capsys):
+    """`--device cuda:N` passes every command's parser (availability is the resolver's to check) and
+    the parser's names are the resolver's."""
+    import argparse
+
+    from mlfuse.cli import DEVICE_NAMES, device_arg
+    from mlfuse.cli.main import main as cli_main
+    from mlfuse.fuse import DEVICES
+
+    assert DEVICE_NAMES == DEVICES
+    assert device_arg("cuda:3") == "cuda:3"
+    with pytest.raises(argparse.ArgumentTypeError, match="invalid device 'cuda:x'"):
+        device_arg("cuda:x")
+    rc = cli_main(["fuse", "--device", "cuda:7", "--vis", "a.png", "--ir", "b.png", "-o", "c.png"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "invalid" not in err and err.count("\n") == 1

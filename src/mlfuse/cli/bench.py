@@ -20,10 +20,11 @@ from mlfuse.bench.config import (
 )
 from mlfuse.bench.runner import run_bench, update_efficiency
 from mlfuse.bench.tables import efficiency_markdown
+from mlfuse.cli import DEVICE_METAVAR, device_arg
 from mlfuse.data.color import COLOR_MODES
 from mlfuse.data.pairs import read_names
 from mlfuse.errors import MLFuseError
-from mlfuse.fuse import DEVICES, PRECISIONS
+from mlfuse.fuse import PRECISIONS
 from mlfuse.metrics.profiles import PROFILES
 
 
@@ -60,7 +61,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--efficiency-only", action="store_true",
                    help="only measure the efficiency table again and update it in the existing results page in "
                         "--out (the quality tables are left as they are)")
-    p.add_argument("--device", type=_device, metavar="{" + ",".join(DEVICES) + ",cuda:N}",
+    p.add_argument("--device", type=device_arg, metavar=DEVICE_METAVAR,
                    help="device for fusing (default auto)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--color", choices=COLOR_MODES, help="colour mode (default ycbcr)")
@@ -69,14 +70,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing results page")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
-
-
-def _device(text: str) -> str:
-    """auto | cpu | cuda | cuda:N | mps (availability is checked when the bench starts)."""
-    kind, sep, index = text.partition(":")
-    if text in DEVICES or (kind == "cuda" and sep and index.isdigit()):
-        return text
-    raise argparse.ArgumentTypeError(f"invalid device '{text}' (choose from {', '.join(DEVICES)}, cuda:N)")
 
 
 def _pairs(values: list[str] | None, what: str) -> dict[str, str]:

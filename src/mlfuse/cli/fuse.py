@@ -8,13 +8,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from mlfuse.cli import fuse_shard
+from mlfuse.cli import DEVICE_METAVAR, device_arg, fuse_shard
 from mlfuse.data.color import COLOR_MODES
 from mlfuse.data.io import write_image
 from mlfuse.data.pairs import find_modality_dirs
 from mlfuse.errors import InputError, MLFuseError
 from mlfuse.fuse import (
-    DEVICES,
     OUTPUT_RULES,
     PRECISIONS,
     check_distinct_inputs,
@@ -46,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", default=None, metavar="TASK",
                    help="model variant for methods that have several, e.g. cddfuse: ivf (default), mif "
                         "(its MIF checkpoint), mif-ivfckpt (its IVF checkpoint on medical pairs)")
-    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--device", default="auto", type=device_arg, metavar=DEVICE_METAVAR)
     p.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS))
     p.add_argument("--color", default="ycbcr", choices=COLOR_MODES,
                    help="colour output: full-range YCbCr (default); paper: the method authors' own colour code "
