@@ -55,7 +55,7 @@ ELSEWHERE = {
     "mlfuse export mlfuse --weights mlfuse-paper -o mlfuse.onnx": "tests/test_export.py::test_cli_export",
     # mlfuse downstream: run verbatim (tiny config appended) on labelled scenes / fake MSRS and M3FD layouts
     **{c: "tests/downstream/test_downstream_cli.py::test_readme_downstream_commands" for c in (
-        "mlfuse sample scenes --scenes 64",
+        "mlfuse sample scenes --scenes 128",
         "mlfuse downstream seg --data scenes -m mlfuse -m gff -m average --out results/seg",
         "mlfuse downstream det --data scenes -m mlfuse -m gff -m average --out results/det",
         "mlfuse downstream seg --data MSRS --methods mine=fused/msrs -m mlfuse --config "
