@@ -89,21 +89,47 @@ def test_cpu_schedule_sets_the_lr_per_iteration(tmp_path):
     """A tiny run under schedule=cpu: the logged lr follows warmup_cosine_lr step by step."""
     import csv
 
-    from mlfuse.data.io import write_image
-
-    g = torch.Generator().manual_seed(2)
-    root = tmp_path / "set"
-    for i in range(4):
-        for sub in ("vi", "ir"):
-            img = (torch.rand(40, 40, generator=g) * 255).to(torch.uint8).numpy()
-            write_image(img, root / sub / f"{i}.png")
     from mlfuse.train import train
 
     res = train("mlfuse", sets=("schedule=cpu", "crop=32", "warmup_epochs=1.0"), out_dir=str(tmp_path / "run"),
-                data=[{"root": str(root)}], epochs=2, batch_size=2, quiet=True)
+                data=_tiny_set(tmp_path / "set"), epochs=2, batch_size=2, quiet=True)
     with (res.out_dir / "steps.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 4
     for row in rows:
         epoch, it = int(row["epoch"]), int(row["iteration"]) - 1  # iteration is logged after the step
         assert float(row["lr"]) == pytest.approx(warmup_cosine_lr(epoch + it / 2, 2, 1.0, 1e-3, 1e-5), rel=1e-6)
+
+
+def _tiny_set(root, n: int = 4, seed: int = 2):
+    from mlfuse.data.io import write_image
+
+    g = torch.Generator().manual_seed(seed)
+    for i in range(n):
+        for sub in ("vi", "ir"):
+            write_image((torch.rand(40, 40, generator=g) * 255).to(torch.uint8).numpy(), root / sub / f"{i}.png")
+    return [{"root": str(root)}]
+
+
+def test_worker_processes_load_once_and_train_the_same(tmp_path, monkeypatch):
+    """num_workers > 0: pairs and their VSM maps are computed once in the parent (preload), not per
+    epoch per worker, and the run's weights equal a single-process run's."""
+    from safetensors.torch import load_file
+
+    import mlfuse.models.mlfuse.recipe as mlf_recipe
+    from mlfuse.train import train
+
+    data = _tiny_set(tmp_path / "set")
+    calls = []
+    real = mlf_recipe._functional_saliency
+    monkeypatch.setattr(mlf_recipe, "_functional_saliency", lambda s, f: calls.append(1) or real(s, f))
+    runs = {}
+    for workers in (0, 2):
+        calls.clear()
+        res = train("mlfuse", sets=("crop=32", f"num_workers={workers}"), out_dir=str(tmp_path / f"w{workers}"),
+                    data=data, epochs=2, batch_size=2, quiet=True)
+        runs[workers] = load_file(res.out_dir / "model.safetensors")
+        if workers:
+            assert len(calls) == 4  # once per pair in this process (workers' calls are not seen here)
+    for k, v in runs[0].items():
+        assert torch.equal(v, runs[2][k]), k

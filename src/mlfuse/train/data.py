@@ -104,6 +104,16 @@ class PairCropDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def preload(self, *, quiet: bool = True) -> None:
+        """Decode every pair and compute its extras now (kept when ``cache``), so that forked DataLoader
+        workers inherit them instead of each recomputing them every epoch."""
+        if not self.cache:
+            return
+        from tqdm import tqdm
+
+        for i in tqdm(range(len(self.pairs)), desc="load training pairs", disable=quiet, leave=False):
+            self._arrays(i)
+
     def __len__(self) -> int:
         return len(self.pairs)
 

@@ -233,6 +233,10 @@ class Trainer:
                    disable=bar_disabled(self.quiet) or not info.is_main, desc=f"train {recipe.name}", unit="it",
                    dynamic_ncols=True)
         stop = False
+        if int(cfg.num_workers) > 0 and hasattr(dataset, "preload"):
+            # decode every pair and compute its per-pair maps (e.g. VSM) once, here: worker processes are
+            # forked per epoch and would otherwise redo it every epoch in their own copies
+            dataset.preload(quiet=bar_disabled(self.quiet) or not info.is_main)
         while state["epoch"] < epochs and not stop:
             epoch = state["epoch"]
             if hasattr(dataset, "set_epoch"):
