@@ -163,7 +163,7 @@ def test_cddfuse_fast_path_equals_the_authors_arithmetic() -> None:
     """The CDDFuse-family fast path (Lite qkv1 composed into qkv2, attention projection merged, split gated
     feed-forwards) equals the authors' arithmetic (explicit LayerNorm) to float rounding, untiled and
     tiled (the merged modules stream their sums like the plain ones)."""
-    from mlfuse.fastpath import FastGatedFFN, FastLiteAttention, FastMDTA
+    from mlfuse.fastpath import FastDetailNode, FastGatedFFN, FastLiteAttention, FastMDTA
     from mlfuse.models.blocks.norm import LayerNorm
     from mlfuse.models.cddfuse.network import CDDFuse
     from mlfuse.registry import get_card
@@ -174,7 +174,7 @@ def test_cddfuse_fast_path_equals_the_authors_arithmetic() -> None:
     model.card = get_card("cddfuse")
     fast = optimize_for_inference(model)
     kinds = {type(m) for m in fast.modules()}
-    assert {FastGatedFFN, FastLiteAttention, FastMDTA} <= kinds
+    assert {FastDetailNode, FastGatedFFN, FastLiteAttention, FastMDTA} <= kinds
     for m in model.modules():
         if isinstance(m, LayerNorm):
             m.fused = False  # the authors' explicit formula

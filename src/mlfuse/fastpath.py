@@ -274,6 +274,43 @@ def _splittable_ffn(ffn: nn.Module) -> bool:
             and ffn.project_in.out_channels == dw.in_channels)
 
 
+def _plain_irb(block: nn.Module) -> bool:
+    """A default InvertedResidualBlock: conv1x1, ReLU6, ReflectionPad2d(1), depthwise 3x3, ReLU6, conv1x1."""
+    seq = getattr(block, "bottleneckBlock", None)
+    return (isinstance(seq, nn.Sequential) and len(seq) == 6 and isinstance(seq[2], nn.ReflectionPad2d)
+            and all(isinstance(seq[i], nn.Conv2d) and seq[i].bias is None for i in (0, 3, 5)))
+
+
+class FastDetailNode(nn.Module):
+    """CDDFuse's INN coupling node (common §2.6) with ``theta_rho`` and ``theta_eta``, which read the same
+    ``z2``, run as one inverted-residual block of twice the width: their first 1x1 convs stacked, one
+    depthwise conv over both hidden maps (one reflection pad), the last 1x1 convs as one block-diagonal
+    conv. Depthwise channels and stacked rows never mix, so the result is the two blocks' to rounding."""
+
+    def __init__(self, node: nn.Module) -> None:
+        super().__init__()
+        r, e = node.theta_rho.bottleneckBlock, node.theta_eta.bottleneckBlock
+        cin, hidden, cout = r[0].in_channels, r[0].out_channels, r[5].out_channels
+        first = nn.Conv2d(cin, 2 * hidden, 1, bias=False)
+        first.weight = nn.Parameter(torch.cat([r[0].weight, e[0].weight]).detach(), requires_grad=False)
+        dw = nn.Conv2d(2 * hidden, 2 * hidden, 3, groups=2 * hidden, bias=False)
+        dw.weight = nn.Parameter(torch.cat([r[3].weight, e[3].weight]).detach(), requires_grad=False)
+        last = nn.Conv2d(2 * hidden, 2 * cout, 1, bias=False)
+        w = torch.zeros(2 * cout, 2 * hidden, 1, 1, dtype=r[5].weight.dtype)
+        w[:cout, :hidden], w[cout:, hidden:] = r[5].weight.detach(), e[5].weight.detach()
+        last.weight = nn.Parameter(w, requires_grad=False)
+        self.rho_eta = nn.Sequential(first, nn.ReLU6(), nn.ReflectionPad2d(1), dw, nn.ReLU6(), last)
+        self.theta_phi, self.shffleconv, self.half = node.theta_phi, node.shffleconv, cout
+
+    def forward(self, z1: Tensor, z2: Tensor) -> tuple[Tensor, Tensor]:
+        z = self.shffleconv(torch.cat((z1, z2), dim=1))
+        half = z.shape[1] // 2
+        z1, z2 = z[:, :half], z[:, half:]
+        z2 = z2 + self.theta_phi(z1)
+        rho_eta = self.rho_eta(z2)
+        return z1 * torch.exp(rho_eta[:, :self.half]) + rho_eta[:, self.half:], z2
+
+
 def _mergeable_lite(att: nn.Module) -> bool:
     return (att.qkv1.bias is None and att.qkv1.kernel_size == (1, 1) and att.qkv2.padding_mode == "zeros"
             and att.qkv2.kernel_size == (3, 3) and att.qkv2.padding == (1, 1) and att.qkv2.groups == 1
@@ -282,16 +319,20 @@ def _mergeable_lite(att: nn.Module) -> bool:
 
 def fast_channel_attention(model: nn.Module) -> int:
     """Replace every plain :class:`~mlfuse.models.blocks.MDTA` by :class:`FastMDTA`, every mergeable
-    :class:`~mlfuse.models.blocks.AttentionBase` by :class:`FastLiteAttention` and every gated
-    feed-forward (GDFN, Lite Mlp) by :class:`FastGatedFFN` (in place; subclasses with their own
+    :class:`~mlfuse.models.blocks.AttentionBase` by :class:`FastLiteAttention`, every gated
+    feed-forward (GDFN, Lite Mlp) by :class:`FastGatedFFN` and every INN node with plain bottlenecks by
+    :class:`FastDetailNode` (in place; subclasses with their own
     forward, e.g. cross attention, are kept). Returns how many."""
     from mlfuse.models.blocks.attention import MDTA, AttentionBase
     from mlfuse.models.blocks.feedforward import GDFN, LiteMlp
+    from mlfuse.models.blocks.inn import DetailNode
 
     n = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if type(child) in (GDFN, LiteMlp) and _splittable_ffn(child):
+            if type(child) is DetailNode and _plain_irb(child.theta_rho) and _plain_irb(child.theta_eta):
+                setattr(parent, name, FastDetailNode(child))
+            elif type(child) in (GDFN, LiteMlp) and _splittable_ffn(child):
                 setattr(parent, name, FastGatedFFN(child))
             elif type(child) is MDTA:
                 setattr(parent, name, FastMDTA(child))
