@@ -373,3 +373,20 @@ def test_streamed_sums_with_parallel_windows() -> None:
         finally:
             torch.set_num_threads(1)
     assert (out - ref).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("name", list(FAMILY))
+def test_auto_tiles_every_family_network_by_the_same_budget_rule(name) -> None:
+    """``--tile auto``: untiled while the method's untiled estimate fits the budget, else the largest tiles
+    whose windows fit it (per worker); never untiled beyond the budget."""
+    from mlfuse.tiling import untiled_bytes
+
+    model = _small(name)
+    spec = tile_spec(model)
+    budget = 1 << 30
+    assert resolve_tile("auto", model, 256, 320, budget_bytes=budget) is None
+    assert untiled_bytes(spec, 4096, 4096) > budget
+    for workers in (1, 2):
+        tile = resolve_tile("auto", model, 4096, 4096, budget_bytes=budget, workers=workers)
+        assert tile is not None and tile % spec.align == 0
+        assert workers * (tile + 2 * spec.halo) ** 2 * spec.bytes_per_pixel <= budget

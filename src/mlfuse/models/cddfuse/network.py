@@ -97,7 +97,9 @@ class CDDFuse(AuthorsLayoutMixin, FusionModel):
     TILE_SPEC = TileSpec(
         halo=27, align=1, streaming=True,
         global_ops=("channel attention (MDTA, Lite): Q K^T and |q|, |k| summed over all H*W positions",),
-        bytes_per_pixel=4096, untiled_bytes_per_pixel=4096,
+        # benchmarks/bench_memory.py (one thread): untiled 6062 B/px at 192x256, tiled 9402 B per
+        # window pixel with 150x150 windows (both with fixed costs included)
+        bytes_per_pixel=8192, untiled_bytes_per_pixel=6144,
     )
 
     def __init__(self, task: str = "ivf", residual: str | None = None, dim: int = 64, heads: int = 8) -> None:

@@ -531,7 +531,9 @@ class SMFNet(AuthorsLayoutMixin, FusionModel):
     TILE_SPEC = TileSpec(
         halo=27, align=1, streaming=True,
         global_ops=("channel attention (MDTA, Lite, TCA): Q K^T and |q|, |k| summed over all H*W positions",),
-        bytes_per_pixel=4096, untiled_bytes_per_pixel=4096,
+        # benchmarks/bench_memory.py (one thread): untiled 8811 B/px at 128x160; tiled windows as
+        # CDDFuse's ratio (1.5x, fixed costs over fewer pixels)
+        bytes_per_pixel=12288, untiled_bytes_per_pixel=9216,
     )
 
     def __init__(self, interleaved_gates: bool = True, dim: int = DIM, heads: int = HEADS) -> None:
