@@ -442,7 +442,9 @@ class SFDFuse(AuthorsLayoutMixin, FusionModel):
         halo=44, align=2, streaming=True,
         global_ops=("channel / cross attention: Q K^T and |q|, |k| summed over all H*W positions",
                     "CGAFusion channel attention: global average pool"),
-        bytes_per_pixel=4096, untiled_bytes_per_pixel=4096,
+        # benchmarks/bench_memory.py (one thread): untiled 9485 B/px at 128x160; tiled windows as
+        # CDDFuse's ratio (1.5x, fixed costs over fewer pixels)
+        bytes_per_pixel=14336, untiled_bytes_per_pixel=10240,
     )
 
     def __init__(self, task: str = "ivf", ir_detail: str = "vis", dim: int = 64, heads: int = 8) -> None:
