@@ -22,6 +22,10 @@ Declaring tiling (on the network class, or as ``ModelCard.tiling``)::
         def tile_context(self, structural, functional, tiler): ...   # streaming passes
         def tile_forward(self, structural, functional, context, window): ...  # one window
 
+        # or, when every global op is a sum over positions computed inside the network's own forward
+        # through mlfuse.streaming (the CDDFuse family): no hooks, one pass per level of global ops
+        TILE_SPEC = TileSpec(halo=27, streaming=True, global_ops=("channel attention sums",))
+
 ``halo``: pixels of context each side that make a window's core exact (the receptive radius of
 ``tile_forward``, counted at input resolution through every down-sampled level); ``align``: tile
 origins are multiples of it (the product of the strides before any layer whose grid matters,
