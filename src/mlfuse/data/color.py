@@ -23,6 +23,8 @@ import numpy as np
 from mlfuse.data.gray import pil_luma
 
 COLOR_MODES = ("ycbcr", "paper", "gray")
+#: rows per strip in :func:`colorize` (large images are converted strip by strip, same result)
+STRIP_ROWS = 256
 __all__ = ["COLOR_MODES", "colorize", "fuse_chroma", "matlab_uint8", "pil_luma", "rgb_to_ycbcr", "rgb_to_ycbcr_matlab",
            "ycbcr_to_rgb", "ycbcr_to_rgb_matlab"]
 
@@ -91,6 +93,13 @@ def colorize(fused_y: np.ndarray, sources: list[np.ndarray], mode: str = "ycbcr"
         raise ValueError(f"unknown colour mode '{mode}' (choose from {', '.join(COLOR_MODES)})")
     if mode == "gray" or not sources:
         return fused_y
+    h = fused_y.shape[0]
+    if h > 2 * STRIP_ROWS:  # every step is per pixel: row strips bound the float64 temporaries (~112 B/px)
+        out = np.empty((*fused_y.shape, 3), np.uint8)
+        for r in range(0, h, STRIP_ROWS):
+            rows = slice(r, r + STRIP_ROWS)
+            out[rows] = colorize(fused_y[rows], [src[rows] for src in sources], mode)
+        return out
     to_ycc = rgb_to_ycbcr_matlab if mode == "paper" else rgb_to_ycbcr
     chroma = [to_ycc(s)[1:] for s in sources]
     if len(chroma) == 1:
