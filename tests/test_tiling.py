@@ -406,3 +406,16 @@ def test_colour_restored_in_row_strips_is_identical(mode, monkeypatch) -> None:
         whole = color.colorize(y, sources, mode)
         monkeypatch.setattr(color, "STRIP_ROWS", 16)
         assert np.array_equal(color.colorize(y, sources, mode), whole)
+
+
+def test_output_rules_in_place_give_the_same_bytes() -> None:
+    """to_uint8 computes the min-max rules in place (fewer whole-image temporaries, issue 14 item 2):
+    the same bytes as the expressions it replaced."""
+    rng = np.random.default_rng(5)
+    for raw in (rng.random((37, 41), dtype=np.float32) * 3 - 1, rng.normal(size=(64, 9)).astype(np.float32)):
+        lo, hi = raw.min(), raw.max()
+        old_minmax = (((raw - lo) / (hi - lo)) * np.float32(255)).astype(np.uint8)
+        v = (((raw - lo) / (hi - lo)) * np.float32(255)).astype(np.float64)
+        old_round = np.floor((v - v.min()) / (v.max() - v.min()) * 255 + 0.499999999).astype(np.uint8)
+        assert np.array_equal(to_uint8(raw, "minmax"), old_minmax)
+        assert np.array_equal(to_uint8(raw, "minmax-round"), old_round)

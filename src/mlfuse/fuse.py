@@ -151,12 +151,24 @@ def to_uint8(raw: np.ndarray, rule: str = "minmax") -> np.ndarray:
         raise MLFuseError(f"unknown output rule '{rule}' (choose from {', '.join(OUTPUT_RULES)})")
     raw = raw.astype(np.float32, copy=False)
     lo, hi = raw.min(), raw.max()
+    # the same operations in the same order, in place: one whole-image temporary instead of several
     if rule == "minmax" and hi > lo:
-        norm = (raw - lo) / (hi - lo)
-        return (norm * np.float32(255)).astype(np.uint8)
+        norm = raw - lo
+        norm /= hi - lo
+        norm *= np.float32(255)
+        return norm.astype(np.uint8)
     if rule == "minmax-round" and hi > lo:
-        v = (((raw - lo) / (hi - lo)) * np.float32(255)).astype(np.float64)
-        return np.floor((v - v.min()) / (v.max() - v.min()) * 255 + 0.499999999).astype(np.uint8)
+        t = raw - lo
+        t /= hi - lo
+        t *= np.float32(255)
+        v = t.astype(np.float64)
+        del t
+        vmin, vmax = v.min(), v.max()
+        v -= vmin
+        v /= vmax - vmin
+        v *= 255
+        v += 0.499999999
+        return np.floor(v, out=v).astype(np.uint8)
     return np.rint(np.clip(raw, 0, 1) * 255).astype(np.uint8)
 
 
