@@ -219,7 +219,8 @@ def test_cli_fuses_odd_colour_pair(random_authors_file: Path, tmp_path: Path) ->
 
 def test_cli_one_line_errors(random_authors_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
-    base = ["fuse", "--vis", str(tmp_path / "a.png"), "--ir", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png")]
+    Image.fromarray(np.ones((8, 8), np.uint8)).save(tmp_path / "b.png")  # one file for both roles is refused
+    base = ["fuse", "--vis", str(tmp_path / "a.png"), "--ir", str(tmp_path / "b.png"), "-o", str(tmp_path / "o.png")]
     assert main([*base, "--model", "cddfuse"]) == 2  # no default weights
     assert main([*base, "--model", "cddfuse", "--weights", str(random_authors_file), "--task", "pet"]) == 2
     assert main([*base, "--model", "sfdfuse", "--weights", str(random_authors_file)]) == 2  # CDDFuse file

@@ -43,9 +43,11 @@ def test_loss_terms_match_the_authors(case, sample, shared, official_weights):
     assert got["L_ssd"] == pytest.approx(ref["L_ssd"], rel=1e-6 if "crop" in case else 2e-6), "L_ssd"
     # The SSIM term is computed in float32 as E[ab] - mu_a mu_b over 11x11 windows; that cancellation
     # makes its last digits depend on the convolution's summation order (the reference's own float32
-    # value is 7e-5 away from the exact float64 one). Ours lands within 1e-6 of it on this machine.
+    # value is 7e-5 away from the exact float64 one), which oneDNN picks per CPU: ours was within 1e-6
+    # of the reference on the machine this test was written on and 6.5e-6 on another, hence 1e-5.
     assert got["L_fus"] == pytest.approx(ref["L_fus"], rel=1e-5)
-    assert got["total"] == pytest.approx(ref["total"], rel=1e-6)
+    # the total carries L_fus's (weight 1) summation-order freedom on top of its own rounding
+    assert got["total"] == pytest.approx(ref["total"], rel=1e-6, abs=1e-5 * ref["L_fus"])
 
 
 def test_ssim_and_sobel_properties():
