@@ -3,7 +3,7 @@ after the fast loss path, with a breakdown by kind of operation (issue 12).
 
 * ``before``: the losses in the authors' operation order (``loss_path=reference``: ten 11 x 11 SSIM
   convolutions per step); ``after``: ``loss_path=fast`` (both SSIM terms' eight statistics in one
-  separable pass, the sources' Sobel maps outside autograd). Same losses and gradients to float
+  separable pass). Same losses and gradients to float
   rounding: ``tests/train/test_train_speed.py``.
 * ``after+channels_last`` and (``--compile``) ``after+torch.compile`` are measured as candidates.
 * Variants are timed in interleaved rounds (A B A B ...) so machine load hits them alike; CPU time of
@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "train_step_cpu.json"
 
 
-def make_step(path: str, channels_last: bool = False, compile_: bool = False, batch: int = 16, crop: int = 128):
+def setup(channels_last: bool = False, batch: int = 16, crop: int = 128) -> tuple:
+    """A seeded MLFNet in train mode, its Adam (the recipe's settings) and one random batch (x, y, saliency)."""
     torch.manual_seed(0)
     net = MLFNet().train()
     if channels_last:
@@ -47,6 +48,11 @@ def make_step(path: str, channels_last: bool = False, compile_: bool = False, ba
     x, y, m = (torch.rand(batch, 1, crop, crop, generator=g) for _ in range(3))
     if channels_last:
         x, y, m = (t.contiguous(memory_format=torch.channels_last) for t in (x, y, m))
+    return net, opt, x, y, m
+
+
+def make_step(path: str, channels_last: bool = False, compile_: bool = False):
+    net, opt, x, y, m = setup(channels_last)
 
     def losses(x, y, m):
         return mlfuse_losses(net(x, y), x, y, m, path=path)["total"]
@@ -95,11 +101,7 @@ def breakdown(step) -> dict[str, float]:
 
 def phases(path: str, rounds: int = 2) -> dict[str, float]:
     """CPU seconds of one step's phases: network forward, losses, backward, optimiser (min over rounds)."""
-    torch.manual_seed(0)
-    net = MLFNet().train()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-4, weight_decay=5e-5)
-    g = torch.Generator().manual_seed(1)
-    x, y, m = (torch.rand(16, 1, 128, 128, generator=g) for _ in range(3))
+    net, opt, x, y, m = setup()
     best: dict[str, float] = {}
     for _ in range(rounds + 1):
         t = [time.process_time()]

@@ -59,10 +59,15 @@ def ssim(a: Tensor, b: Tensor, window_size: int = 11, sigma: float = 1.5) -> Ten
     def filt(t: Tensor) -> Tensor:
         return F.conv2d(t, w, padding=pad, groups=c)
 
-    mu_a, mu_b = filt(a), filt(b)
-    saa = filt(a * a) - mu_a * mu_a
-    sbb = filt(b * b) - mu_b * mu_b
-    sab = filt(a * b) - mu_a * mu_b
+    return _mean_ssim(filt(a), filt(b), filt(a * a), filt(b * b), filt(a * b))
+
+
+def _mean_ssim(mu_a: Tensor, mu_b: Tensor, e_aa: Tensor, e_bb: Tensor, e_ab: Tensor) -> Tensor:
+    """Mean SSIM map from the filtered moments (means, E[a^2], E[b^2], E[ab]), C1 = 0.01^2, C2 = 0.03^2,
+    in the authors' operation order (variances as E[a^2] - mu^2)."""
+    saa = e_aa - mu_a * mu_a
+    sbb = e_bb - mu_b * mu_b
+    sab = e_ab - mu_a * mu_b
     c1, c2 = 0.01**2, 0.03**2
     num = (2 * mu_a * mu_b + c1) * (2 * sab + c2)
     den = (mu_a * mu_a + mu_b * mu_b + c1) * (saa + sbb + c2)
@@ -93,16 +98,8 @@ def ssim_pair(x: Tensor, y: Tensor, f: Tensor) -> tuple[Tensor, Tensor]:
     if x.shape[1] != 1:
         return ssim(x, f), ssim(y, f)
     stats = separable_gaussian_filter(torch.cat([x, y, f, x * x, y * y, f * f, x * f, y * f], dim=1))
-    mx, my, mf, sxx, syy, sff, sxf, syf = stats.unbind(1)
-    c1, c2 = 0.01**2, 0.03**2
-    var_f = sff - mf * mf
-
-    def one(mu: Tensor, s_aa: Tensor, s_af: Tensor) -> Tensor:
-        num = (2 * mu * mf + c1) * (2 * (s_af - mu * mf) + c2)
-        den = (mu * mu + mf * mf + c1) * ((s_aa - mu * mu) + var_f + c2)
-        return (num / den).mean()
-
-    return one(mx, sxx, sxf), one(my, syy, syf)
+    mx, my, mf, exx, eyy, eff, exf, eyf = stats.unbind(1)
+    return _mean_ssim(mx, mf, exx, eff, exf), _mean_ssim(my, mf, eyy, eff, eyf)
 
 
 #: loss evaluation paths (see the module docstring)
@@ -122,24 +119,13 @@ def mlfuse_losses(outputs: tuple[Tensor, Tensor, Tensor, Tensor], x: Tensor, y: 
         raise ValueError(f"unknown loss path '{path}' (choose {' or '.join(LOSS_PATHS)})")
     w = {**DEFAULT_WEIGHTS, **(weights or {})}
     f, l_edg, l_cmk, l_ssd = outputs
-    if path == "fast":
-        s_xf, s_yf = ssim_pair(x, y, f)
-        # the sources' Sobel map and the masked target carry no gradient: computed outside autograd
-        with torch.no_grad():
-            grad_x, target = sobel_magnitude(x), saliency * y
-        terms = {
-            "L_edg": (sobel_magnitude(l_edg) - grad_x).abs().mean(),
-            "L_ssd": (saliency * l_ssd - target).abs().mean(),
-            "L_cmk": F.mse_loss(l_cmk, x) + F.mse_loss(l_cmk, y),
-            "L_fus": 0.1 * ((1 - s_xf) / 2 + (1 - s_yf) / 2),
-        }
-    else:
-        terms = {
-            "L_edg": (sobel_magnitude(l_edg) - sobel_magnitude(x)).abs().mean(),
-            "L_ssd": (saliency * l_ssd - saliency * y).abs().mean(),
-            "L_cmk": F.mse_loss(l_cmk, x) + F.mse_loss(l_cmk, y),
-            "L_fus": 0.1 * ((1 - ssim(x, f)) / 2 + (1 - ssim(y, f)) / 2),
-        }
+    s_xf, s_yf = ssim_pair(x, y, f) if path == "fast" else (ssim(x, f), ssim(y, f))
+    terms = {
+        "L_edg": (sobel_magnitude(l_edg) - sobel_magnitude(x)).abs().mean(),
+        "L_ssd": (saliency * l_ssd - saliency * y).abs().mean(),
+        "L_cmk": F.mse_loss(l_cmk, x) + F.mse_loss(l_cmk, y),
+        "L_fus": 0.1 * ((1 - s_xf) / 2 + (1 - s_yf) / 2),
+    }
     terms["total"] = (w["edg"] * terms["L_edg"] + w["ssd"] * terms["L_ssd"] + w["cmk"] * terms["L_cmk"]
                       + w["fus"] * terms["L_fus"])
     return terms
