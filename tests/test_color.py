@@ -89,3 +89,12 @@ def test_colorize_modes() -> None:
     assert np.array_equal(colorize(y, [rgb, gray_rgb], "ycbcr"), colorize(y, [rgb], "ycbcr"))
     with pytest.raises(ValueError, match="unknown colour mode"):
         colorize(y, [rgb], "hsv")
+
+
+def test_pil_luma_in_strips_matches_pillow_on_a_tall_image() -> None:
+    from PIL import Image
+
+    from mlfuse.data import gray
+
+    rgb = np.random.default_rng(0).integers(0, 256, (2 * gray._LUMA_STRIP + 5, 7, 3), dtype=np.uint8)
+    assert np.array_equal(pil_luma(rgb), np.asarray(Image.fromarray(rgb).convert("L")))

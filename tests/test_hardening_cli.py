@@ -244,8 +244,8 @@ def test_skip_existing_race_lost_to_another_run_is_skipped_not_failed(folders, t
     out.mkdir()
     real = fuse_pair
 
-    def concurrent_writer(model, a, b, **kw):  # another run writes this output while we compute it
-        result = real(model, a, b, **kw)
+    def concurrent_writer(model, a, b, *args, **kw):  # another run writes this output while we compute it
+        result = real(model, a, b, *args, **kw)
         (out / f"{Path(a).stem}.png").write_bytes(b"theirs")
         return result
 

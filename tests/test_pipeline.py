@@ -133,3 +133,39 @@ def test_folder_run_reports_bad_pair_and_goes_on(random_model, tmp_path, sample_
     # existing outputs without --overwrite / --skip-existing: one line up front, no pair computed
     with pytest.raises(OutputExistsError, match=r"2 of 3 outputs already exist .*--overwrite.*--skip-existing"):
         fuse_folder(random_model, s, f, out, quiet=True)
+
+
+def _to_uint8_whole_image(raw: np.ndarray, rule: str) -> np.ndarray:
+    """The output rules written over the whole image at once (the authors' form), to check the
+    strip-wise implementation against."""
+    lo, hi = raw.min(), raw.max()
+    if rule == "minmax":
+        return ((raw - lo) / (hi - lo) * np.float32(255)).astype(np.uint8)
+    if rule == "minmax-round":
+        v = ((raw - lo) / (hi - lo) * np.float32(255)).astype(np.float64)
+        return np.floor((v - v.min()) / (v.max() - v.min()) * 255 + 0.499999999).astype(np.uint8)
+    return np.rint(np.clip(raw, 0, 1) * 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("rule", ["minmax", "minmax-round", "clamp"])
+def test_output_rules_in_strips_equal_the_whole_image_formula(rule) -> None:
+    from mlfuse import fuse as fuse_module
+
+    rng = np.random.default_rng(3)
+    raw = (rng.standard_normal((3 * fuse_module.STRIP_ROWS + 7, 33)) * 0.7).astype(np.float32)
+    raw[-1, -1] = 3.0  # the extremes lie in different strips
+    raw[0, 0] = -2.5
+    assert np.array_equal(to_uint8(raw, rule), _to_uint8_whole_image(raw, rule))
+
+
+def test_integer_inputs_give_the_float_inputs_output_tiled_and_untiled(random_model) -> None:
+    """Integer luma converted per tile (1 byte a pixel held, not 4) is the same float32 input."""
+    rng = np.random.default_rng(4)
+    a8, b8 = (rng.integers(0, 256, (40, 52), dtype=np.uint8) for _ in range(2))
+    a, b = (x.astype(np.float32) / np.float32(255) for x in (a8, b8))
+    for tile in ("off", 24):
+        assert np.array_equal(run_network(random_model, a8, b8, tile=tile), run_network(random_model, a, b, tile=tile))
+    a16 = (a8.astype(np.uint16) * 257)
+    assert np.array_equal(run_network(random_model, a16, b8.astype(np.uint16) * 257, tile=24, scale=65535.0),
+                          run_network(random_model, a16.astype(np.float32) / np.float32(65535),
+                                      (b8.astype(np.uint16) * 257).astype(np.float32) / np.float32(65535), tile=24))

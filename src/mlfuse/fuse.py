@@ -18,8 +18,9 @@ pair with :class:`~mlfuse.errors.FusionError` instead of becoming a near-black i
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ from mlfuse.data.io import (
 from mlfuse.data.pairs import Pairing, pair_folders
 from mlfuse.errors import FusionError, InputError, MLFuseError, OutputError, OutputExistsError
 from mlfuse.progress import bar_disabled
-from mlfuse.tiling import default_budget, is_out_of_memory, resolve_tile, tiled_forward
+from mlfuse.tiling import default_budget, is_out_of_memory, parse_tile, resolve_tile, tiled_forward
 
 OUTPUT_RULES = ("minmax", "clamp", "minmax-round")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -77,6 +78,55 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+@dataclass(frozen=True)
+class FuseOptions:
+    """How a pair is fused, whatever the method: built once (by the CLI, bench, demo or a caller) and
+    passed down unchanged. Every field is checked here, so a bad value is one line before any work.
+
+    ``color``: ``ycbcr`` (full-range YCbCr around the fused luma), ``paper`` (the method authors' own
+    colour code) or ``gray``. ``output_rule``: how the raw output becomes 8 bits, ``minmax`` |
+    ``minmax-round`` | ``clamp`` (``None``: the method's own, ``ModelCard.output_rule``).
+    ``precision``: ``fp32`` | ``bf16`` | ``fp16``. ``tile``: ``auto`` (the default, in Python as on the
+    command line: tiles only an image whose untiled forward does not fit ``tile_budget_mb``; every
+    image of the papers' sizes runs whole), a tile size in pixels, or ``off``. ``tile_budget_mb``:
+    memory a tiled forward may use (default :func:`mlfuse.tiling.default_budget`). ``workers``: CPU
+    tiles computed at once (default: the model's own, else torch's thread count). ``progress``: a tile
+    bar on a terminal.
+    """
+
+    color: str = "ycbcr"
+    output_rule: str | None = None
+    precision: str = "fp32"
+    tile: str | int = "auto"
+    tile_budget_mb: float | None = None
+    workers: int | None = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.color not in COLOR_MODES:
+            raise MLFuseError(f"unknown colour mode '{self.color}' (choose from {', '.join(COLOR_MODES)})")
+        if self.output_rule is not None and self.output_rule not in OUTPUT_RULES:
+            raise MLFuseError(f"unknown output rule '{self.output_rule}' (choose from {', '.join(OUTPUT_RULES)})")
+        if self.precision not in PRECISIONS:
+            raise MLFuseError(f"unknown precision '{self.precision}' (choose from {', '.join(PRECISIONS)})")
+        parse_tile(self.tile)
+        if self.tile_budget_mb is not None and not (isinstance(self.tile_budget_mb, (int, float))
+                                                    and self.tile_budget_mb > 0):
+            raise MLFuseError(f"tile budget {self.tile_budget_mb!r}: expected a positive number of megabytes")
+        if self.workers is not None and not (isinstance(self.workers, int) and self.workers >= 1):
+            raise MLFuseError(f"workers {self.workers!r}: expected a positive whole number")
+
+    @classmethod
+    def of(cls, options: FuseOptions | None = None, **changes: object) -> FuseOptions:
+        """``options`` (default: the defaults) with ``changes`` applied; an unknown name is one line."""
+        base = options if options is not None else cls()
+        unknown = sorted(set(changes) - {f.name for f in fields(cls)})
+        if unknown:
+            raise MLFuseError(f"unknown fusion option(s) {', '.join(unknown)} (known: "
+                              f"{', '.join(f.name for f in fields(cls))})")
+        return replace(base, **changes) if changes else base
+
+
 def _pad_amounts(size: int, minimum: int, multiple: int) -> tuple[int, int]:
     target = max(size, minimum)
     target = -(-target // multiple) * multiple
@@ -85,17 +135,19 @@ def _pad_amounts(size: int, minimum: int, multiple: int) -> tuple[int, int]:
 
 
 def run_network(model: nn.Module, structural: np.ndarray, functional: np.ndarray,
-                precision: str = "fp32", tile: str | int | None = "off", tile_budget_mb: float | None = None,
-                progress: bool = False) -> np.ndarray:
-    """Raw network output (float32 H x W) for two gray float32 H x W images in [0, 1].
+                options: FuseOptions | None = None, *, scale: float | None = None, **changes: object) -> np.ndarray:
+    """Raw network output (float32 H x W) for two gray H x W images: float32 in [0, 1], or integer
+    pixels (uint8/uint16) with ``scale`` their full-scale value (default: the dtype's maximum), which
+    the network sees as ``float32(pixels) / scale``. Integer inputs keep a tiled run's whole-image
+    buffers at 1-2 bytes a pixel: the conversion happens per tile (:meth:`mlfuse.tiling.Tiler.load`).
 
-    Pads by reflection to the card's ``min_size`` / ``size_multiple`` and crops back. ``tile``:
-    ``"off"``, ``"auto"`` (tiles only when the image does not fit ``tile_budget_mb``, default
-    :func:`mlfuse.tiling.default_budget`) or a tile size in pixels: exact tiled inference with
-    bounded memory (:mod:`mlfuse.tiling`); the output rule then sees the assembled raw image.
+    Pads by reflection to the card's ``min_size`` / ``size_multiple`` and crops back. ``options``
+    (:class:`FuseOptions`, or its fields as keywords) give the precision and tiling: exact tiled
+    inference with bounded memory (:mod:`mlfuse.tiling`); the output rule then sees the assembled raw
+    image.
     """
-    if precision not in PRECISIONS:
-        raise MLFuseError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
+    opt = FuseOptions.of(options, **changes)
+    precision, tile, tile_budget_mb, progress = opt.precision, opt.tile, opt.tile_budget_mb, opt.progress
     card = model.card
     h, w = structural.shape
     top, bottom = _pad_amounts(h, card.min_size[0], card.size_multiple)
@@ -106,13 +158,20 @@ def run_network(model: nn.Module, structural: np.ndarray, functional: np.ndarray
         functional = np.pad(functional, pads, mode="reflect")
     device = next(model.parameters()).device
     # CPU tiles run one per core with single-threaded ops (no per-op thread synchronisation)
-    workers = (model.workers or torch.get_num_threads()) if device.type == "cpu" else 1
+    workers = (opt.workers or model.workers or torch.get_num_threads()) if device.type == "cpu" else 1
     budget = default_budget(device) if tile_budget_mb is None else int(tile_budget_mb * 2**20)
     tile_size = resolve_tile(tile, model, *structural.shape, budget, workers, check_memory=True)
-    s = torch.from_numpy(np.ascontiguousarray(structural))[None, None]
-    f = torch.from_numpy(np.ascontiguousarray(functional))[None, None]
+    with warnings.catch_warnings():  # decoded pixels are read-only views; nothing writes into them
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+        s = torch.from_numpy(np.ascontiguousarray(structural))[None, None]
+        f = torch.from_numpy(np.ascontiguousarray(functional))[None, None]
+    integer = not s.is_floating_point()
+    if integer and scale is None:
+        scale = float(np.iinfo(structural.dtype).max)
     if tile_size is None:
         s, f = s.to(device), f.to(device)
+        if integer:  # the same IEEE division as numpy's float32(pixels) / float32(scale)
+            s, f = s.to(torch.float32).div_(scale), f.to(torch.float32).div_(scale)
     dtype = PRECISIONS[precision]
     try:
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32,
@@ -120,20 +179,25 @@ def run_network(model: nn.Module, structural: np.ndarray, functional: np.ndarray
             if tile_size is None:
                 out = model.fusion_forward(s, f)
             else:
-                out = tiled_forward(model, s, f, tile_size, progress=progress, workers=workers)
+                out = tiled_forward(model, s, f, tile_size, progress=progress, workers=workers,
+                                    scale=scale if integer else None)
     except (MemoryError, RuntimeError) as exc:  # an allocation failure is this pair's, not the run's
         if not is_out_of_memory(exc):
             raise
         how = "untiled" if tile_size is None else f"in {tile_size}-pixel tiles"
         raise FusionError(f"out of memory fusing {w}x{h} with {card.name} {how}: use --tile auto or a smaller "
                           "--tile-budget") from None
+    del s, f
     out = out.float()[0, 0].cpu().numpy()[top:top + h, left:left + w]
-    finite = np.isfinite(out)
-    if not finite.all():
-        bad = int(out.size - np.count_nonzero(finite))
+    if not (np.isfinite(out.min()) and np.isfinite(out.max())):  # min/max carry any NaN: no mask up front
+        bad = int(out.size - np.count_nonzero(np.isfinite(out)))
         raise FusionError(f"the {card.name} network produced NaN or infinity in {bad} of {out.size} output "
                           "values (broken weights, or an overflow at this precision); nothing written")
     return out
+
+
+#: rows converted at a time by :func:`to_uint8`: its float temporaries stay a strip's, not an image's
+STRIP_ROWS = 256
 
 
 def to_uint8(raw: np.ndarray, rule: str = "minmax") -> np.ndarray:
@@ -145,71 +209,88 @@ def to_uint8(raw: np.ndarray, rule: str = "minmax") -> np.ndarray:
     scripts (common-cddfuse-family §6.2): the float32 min-max x255 image saved by scikit-image 0.19 /
     imageio 2.9, which re-stretches it in float64 and rounds with ties down,
     ``floor((v - min v) / (max v - min v) * 255 + 0.499999999)``. A constant output (max == min, e.g. a
-    1x1 image) cannot be stretched and falls back to ``clamp``.
+    1x1 image) cannot be stretched and falls back to ``clamp``. Every step after the whole-image
+    minimum and maximum is per pixel, so the work runs in row strips of :data:`STRIP_ROWS`: the same
+    operations in the same order, with strip-sized temporaries.
     """
     if rule not in OUTPUT_RULES:
         raise MLFuseError(f"unknown output rule '{rule}' (choose from {', '.join(OUTPUT_RULES)})")
     raw = raw.astype(np.float32, copy=False)
     lo, hi = raw.min(), raw.max()
-    # the same operations in the same order, in place: one whole-image temporary instead of several
-    if rule == "minmax" and hi > lo:
-        norm = raw - lo
-        norm /= hi - lo
-        norm *= np.float32(255)
-        return norm.astype(np.uint8)
-    if rule == "minmax-round" and hi > lo:
-        t = raw - lo
+    out = np.empty(raw.shape, np.uint8)
+    strips = [slice(r, r + STRIP_ROWS) for r in range(0, raw.shape[0], STRIP_ROWS)] if raw.ndim else [...]
+
+    def stretched(rows: slice) -> np.ndarray:  # float32 (f - min) / (max - min) * 255
+        t = raw[rows] - lo
         t /= hi - lo
         t *= np.float32(255)
-        v = t.astype(np.float64)
-        del t
-        vmin, vmax = v.min(), v.max()
-        v -= vmin
-        v /= vmax - vmin
-        v *= 255
-        v += 0.499999999
-        return np.floor(v, out=v).astype(np.uint8)
-    return np.rint(np.clip(raw, 0, 1) * 255).astype(np.uint8)
+        return t
+
+    if rule == "minmax" and hi > lo:
+        for rows in strips:
+            out[rows] = stretched(rows)  # float -> uint8 assignment truncates, as astype
+        return out
+    if rule == "minmax-round" and hi > lo:
+        vmin = vmax = None  # the float64 re-stretch needs the stretched image's own extremes first
+        for rows in strips:
+            t = stretched(rows)
+            tmin, tmax = np.float64(t.min()), np.float64(t.max())
+            vmin = tmin if vmin is None else min(vmin, tmin)
+            vmax = tmax if vmax is None else max(vmax, tmax)
+        for rows in strips:
+            v = stretched(rows).astype(np.float64)
+            v -= vmin
+            v /= vmax - vmin
+            v *= 255
+            v += 0.499999999
+            out[rows] = np.floor(v, out=v)
+        return out
+    for rows in strips:
+        out[rows] = np.rint(np.clip(raw[rows], 0, 1) * 255)
+    return out
 
 
-def fuse_images(model: nn.Module, structural: Image, functional: Image, *, color: str = "ycbcr",
-                output: str | None = None, precision: str = "fp32", tile: str | int | None = "off",
-                tile_budget_mb: float | None = None, progress: bool = False) -> np.ndarray:
-    """Fuse two loaded images; returns uint8 H x W (gray) or H x W x 3 (colour)."""
+def fuse_images(model: nn.Module, structural: Image, functional: Image, options: FuseOptions | None = None,
+                **changes: object) -> np.ndarray:
+    """Fuse two loaded images; returns uint8 H x W (gray) or H x W x 3 (colour). ``options``: a
+    :class:`FuseOptions`, or its fields as keywords (``color=``, ``output_rule=``, ``tile=``, ...)."""
+    opt = FuseOptions.of(options, **changes)
     if structural.size != functional.size:
         (sh, sw), (fh, fw) = structural.size, functional.size
         raise InputError(
             f"size mismatch: {structural.source} is {sw}x{sh} but {functional.source} is {fw}x{fh} (W x H)"
         )
-    if color not in COLOR_MODES:
-        raise MLFuseError(f"unknown colour mode '{color}' (choose from {', '.join(COLOR_MODES)})")
-    paper = model.card.paper_color if color == "paper" else None
+    paper = model.card.paper_color if opt.color == "paper" else None
     try:
         if paper is not None:  # the method's own authors' inputs + colour round trip (e.g. SMFNet's float YCrCb)
-            return paper(lambda s, f: run_network(model, s, f, precision, tile, tile_budget_mb, progress),
-                         structural, functional)
-        raw = run_network(model, structural.gray(), functional.gray(), precision, tile, tile_budget_mb,
-                          progress)
+            return paper(lambda s, f: run_network(model, s, f, opt), structural, functional)
+        if structural.maxval != functional.maxval:  # one scale for both: float32 [0, 1] copies
+            s_in, f_in, scale = structural.gray(), functional.gray(), None
+        else:  # integer luma (1-2 bytes a pixel), converted per tile: the same float32 values
+            s_in, f_in, scale = structural.luma(), functional.luma(), structural.maxval
+        raw = run_network(model, s_in, f_in, opt, scale=scale)
+        del s_in, f_in
     except FusionError as exc:
         raise FusionError(f"{structural.source} + {functional.source}: {exc}") from None
-    fused = to_uint8(raw, output or model.card.output_rule)
+    fused = to_uint8(raw, opt.output_rule or model.card.output_rule)
+    del raw  # the whole-image float output is not needed for the colour step
     colour_sources = [im.pixels for im in (structural, functional) if im.is_color]
-    return colorize(fused, colour_sources, color)
+    return colorize(fused, colour_sources, opt.color)
 
 
 def fuse_pair(model: nn.Module, structural: Image | np.ndarray | str | os.PathLike | object,
-              functional: Image | np.ndarray | str | os.PathLike | object, *, color: str = "ycbcr",
-              output: str | None = None, precision: str = "fp32", tile: str | int | None = "off",
-              tile_budget_mb: float | None = None, progress: bool = False) -> np.ndarray:
+              functional: Image | np.ndarray | str | os.PathLike | object, options: FuseOptions | None = None,
+              **changes: object) -> np.ndarray:
     """Fuse one pair (structural = visible/MRI, functional = infrared/CT/PET/SPECT), each given as a
     path, a numpy array, a ``PIL.Image.Image``, a ``torch.Tensor`` (C x H x W) or an
-    :class:`~mlfuse.data.io.Image` (see :func:`mlfuse.data.io.as_image`). ``color``: ``ycbcr`` |
-    ``paper`` | ``gray``; ``output``: ``minmax`` | ``clamp`` (default: the method's own rule);
-    ``precision``: ``fp32`` | ``bf16`` | ``fp16``; ``tile``: ``off`` | ``auto`` | N (see
-    :func:`run_network`)."""
+    :class:`~mlfuse.data.io.Image` (see :func:`mlfuse.data.io.as_image`). ``options``: a
+    :class:`FuseOptions`, or its fields as keywords: ``color`` (``ycbcr`` | ``paper`` | ``gray``),
+    ``output_rule`` (``minmax`` | ``minmax-round`` | ``clamp``; default the method's own),
+    ``precision`` (``fp32`` | ``bf16`` | ``fp16``), ``tile`` (``auto`` | N | ``off``), ...
+    """
+    opt = FuseOptions.of(options, **changes)  # a bad option is found before any image is read
     check_distinct_inputs(structural, functional)
-    return fuse_images(model, as_image(structural), as_image(functional), color=color, output=output,
-                       precision=precision, tile=tile, tile_budget_mb=tile_budget_mb, progress=progress)
+    return fuse_images(model, as_image(structural), as_image(functional), opt)
 
 
 @dataclass
@@ -263,7 +344,8 @@ def refuse_existing(existing: list[Path], n_pairs: int, out_dir: str | os.PathLi
 def fuse_folder(model: nn.Module, structural_dir: str | Path, functional_dir: str | Path,
                 out_dir: str | Path, *, ext: str = "png", overwrite: bool = False,
                 skip_existing: bool = False, quiet: bool = False,
-                report: Callable[[str], None] | None = None, **options: str) -> FolderReport:
+                report: Callable[[str], None] | None = None, options: FuseOptions | None = None,
+                **changes: object) -> FolderReport:
     """Fuse every pair of two modality folders (paired by stem, natural order) into ``out_dir``
     as ``<stem>.<ext>``. A bad pair is reported (``report`` gets one line) and the rest go on.
 
@@ -271,7 +353,9 @@ def fuse_folder(model: nn.Module, structural_dir: str | Path, functional_dir: st
     folders differ, the output is not an input folder, ``ext`` is writable, the folder can be
     created, and existing outputs come with ``overwrite`` or ``skip_existing``. Temp files left by a
     killed earlier run are removed (:func:`mlfuse.data.io.clean_stale_temps`). With
-    ``skip_existing``, an output that another run writes meanwhile counts as skipped."""
+    ``skip_existing``, an output that another run writes meanwhile counts as skipped. ``options``: a
+    :class:`FuseOptions`, or its fields as keywords."""
+    opt = FuseOptions.of(options, **changes)
     check_distinct_inputs(structural_dir, functional_dir)
     out_dir = check_folder_output(out_dir, ext, [structural_dir, functional_dir])
     pairing = pair_folders(structural_dir, functional_dir)
@@ -291,7 +375,7 @@ def fuse_folder(model: nn.Module, structural_dir: str | Path, functional_dir: st
             check_output_not_input(dest, [pair.structural, pair.functional])
             if dest.exists() and not overwrite:  # appeared since the check above: refuse before a forward
                 raise OutputExistsError(f"{dest}: already exists (pass --overwrite to replace it)")
-            fused = fuse_pair(model, pair.structural, pair.functional, **options)
+            fused = fuse_pair(model, pair.structural, pair.functional, opt)
             result.written.append(write_image(fused, dest, overwrite=overwrite))
         except OutputExistsError as exc:
             if skip_existing:  # another run wrote it meanwhile: its result stands

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from mlfuse.data.io import atomic_write, write_image
 from mlfuse.data.pairs import Pair
 from mlfuse.errors import MLFuseError
-from mlfuse.fuse import fuse_pair, resolve_device
+from mlfuse.fuse import FuseOptions, fuse_pair, resolve_device
 from mlfuse.progress import bar_disabled
 from mlfuse.train.distributed import DistInfo
 
@@ -174,7 +174,8 @@ class ShardReport:
 
 
 def fuse_one(model: nn.Module, pair: Pair, out_dir: Path, manifest: Manifest, *, ext: str = "png",
-             overwrite: bool = False, skip_existing: bool = False, **options: object) -> dict:
+             overwrite: bool = False, skip_existing: bool = False, options: FuseOptions | None = None,
+             **changes: object) -> dict:
     """Fuse one pair into ``out_dir/<name>.<ext>`` (atomically) and append its record to ``manifest``;
     returns the record (``status``: written, skipped or failed with ``error``). Under :func:`run_shard`
     a SIGTERM/SIGINT that arrives while the output and its record are written takes effect after both,
@@ -191,7 +192,7 @@ def fuse_one(model: nn.Module, pair: Pair, out_dir: Path, manifest: Manifest, *,
         if dest.exists() and not overwrite:
             raise MLFuseError(f"{dest}: already exists (pass --overwrite to replace it, "
                               "or --skip-existing to resume)")
-        fused = fuse_pair(model, pair.structural, pair.functional, **options)
+        fused = fuse_pair(model, pair.structural, pair.functional, options, **changes)
         with _STOP.held():  # a stop request lands after the output *and* its record
             write_image(fused, dest, overwrite=overwrite)
             record.update(status="written", seconds=round(time.perf_counter() - start, 4))
@@ -250,9 +251,12 @@ _STOP = _StopGuard()
 
 def run_shard(model: nn.Module, pairs: list[Pair], out_dir: str | Path, shard: Shard, *, ext: str = "png",
               overwrite: bool = False, skip_existing: bool = False, quiet: bool = False,
-              report: Callable[[str], None] | None = None, **options: object) -> ShardReport:
+              report: Callable[[str], None] | None = None, options: FuseOptions | None = None,
+              **changes: object) -> ShardReport:
     """Fuse this shard's pairs of ``pairs`` into ``out_dir`` (``<name>.<ext>``), one manifest record
-    per pair. A bad pair is reported and the rest go on, as in :func:`mlfuse.fuse.fuse_folder`."""
+    per pair. A bad pair is reported and the rest go on, as in :func:`mlfuse.fuse.fuse_folder`.
+    ``options``: a :class:`~mlfuse.fuse.FuseOptions`, or its fields as keywords."""
+    opt = FuseOptions.of(options, **changes)
     out_dir = Path(out_dir)
     mine = shard.select(pairs)
     result = ShardReport(shard, pairs=len(mine), manifest=manifest_path(out_dir, shard))
@@ -271,7 +275,7 @@ def run_shard(model: nn.Module, pairs: list[Pair], out_dir: str | Path, shard: S
                          "pid": os.getpid(), "time": time.time()})
         for pair in tqdm(mine, desc=f"fuse {shard.label}", unit="pair", disable=bar_disabled(quiet)):
             record = fuse_one(model, pair, out_dir, manifest, ext=ext, overwrite=overwrite,
-                              skip_existing=skip_existing, **options)
+                              skip_existing=skip_existing, options=opt)
             if record["status"] == "skipped":
                 result.skipped.append(pair.name)
                 continue

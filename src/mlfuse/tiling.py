@@ -171,20 +171,29 @@ class Tiler:
     runs a function over windows in order (or ``workers`` at a time, each op single-threaded)."""
 
     def __init__(self, tile: int | tuple[int, int], device: torch.device, *, progress: bool = False,
-                 workers: int = 1) -> None:
+                 workers: int = 1, scale: float | None = None) -> None:
         self.tile = tile
         self.device = torch.device(device)
         self.progress = progress
         self.workers = max(1, int(workers))
+        self.scale = scale
 
     def windows(self, height: int, width: int, halo: int, align: int = 1,
                 min_size: tuple[int, int] = (1, 1)) -> list[Window]:
         return plan_windows(height, width, self.tile, halo, align, min_size)
 
     def load(self, image: Tensor, window: Window) -> Tensor:
-        """The window's region of a B x C x H x W image, contiguous on the network's device."""
+        """The window's region of a B x C x H x W image, contiguous on the network's device. An
+        integer image (8/16-bit pixels, 1-2 bytes a pixel instead of 4) becomes float32
+        ``pixels / scale`` here, window by window: the same IEEE division, so the same values, as
+        converting the whole image first."""
         rows, cols = window.region
-        return image[..., rows, cols].to(self.device, non_blocking=True).contiguous()
+        crop = image[..., rows, cols].to(self.device, non_blocking=True)
+        if crop.is_floating_point():
+            return crop.contiguous()
+        if self.scale is None:
+            raise TilingError("tiled inference on integer pixels needs their full-scale value (scale)")
+        return crop.to(torch.float32).div_(self.scale).contiguous()
 
     def iterate(self, windows: Iterable[Window], desc: str) -> Iterator[Window]:
         windows = list(windows)
@@ -325,6 +334,24 @@ def choose_tile(spec: TileSpec, height: int, width: int, budget_bytes: int) -> i
     return max(side, spec.align, 16)
 
 
+def parse_tile(tile: str | int | None) -> str | int:
+    """A tile option as ``"off"``, ``"auto"`` or a positive tile size in pixels; anything else is a
+    :class:`TilingError` (one line). ``None``, ``0`` and ``"none"`` mean ``"off"``."""
+    if tile is None or (isinstance(tile, int) and not isinstance(tile, bool) and tile == 0):
+        return "off"
+    if isinstance(tile, str) and tile.strip().lower() in ("off", "none", "0", "", "auto"):
+        return "auto" if tile.strip().lower() == "auto" else "off"
+    if isinstance(tile, bool):
+        raise TilingError(f"--tile {tile!r}: expected auto, off or a tile size in pixels")
+    try:
+        size = int(tile)
+    except (TypeError, ValueError):
+        raise TilingError(f"--tile '{tile}': expected auto, off or a tile size in pixels") from None
+    if size < 1 or (isinstance(tile, float) and tile != size):
+        raise TilingError(f"--tile {tile}: the tile size must be a positive number of pixels")
+    return size
+
+
 def resolve_tile(tile: str | int | None, model: nn.Module, height: int, width: int,
                  budget_bytes: int | None = None, workers: int = 1, *, check_memory: bool = False) -> int | None:
     """Turn a tile option into a core size in pixels, or ``None`` for the untiled forward.
@@ -336,13 +363,14 @@ def resolve_tile(tile: str | int | None, model: nn.Module, height: int, width: i
     tiles that fit it ``workers`` at a time; a network that declares no tiling then runs untiled.
     An integer (or its string) ``N``: N x N cores; an error for a network that declares no tiling.
     """
-    if tile is None or tile == 0 or (isinstance(tile, str) and tile.strip().lower() in ("off", "none", "0", "")):
+    tile = parse_tile(tile)
+    if tile == "off":
         if check_memory:
             check_untiled_fits(model, height, width)
         return None
     spec = tile_spec(model)
     name = getattr(getattr(model, "card", None), "name", type(model).__name__)
-    if isinstance(tile, str) and tile.strip().lower() == "auto":
+    if tile == "auto":
         if budget_bytes is not None and budget_bytes <= 0:
             raise TilingError(f"tile memory budget must be positive, got {budget_bytes} bytes")
         if spec is None:
@@ -351,23 +379,20 @@ def resolve_tile(tile: str | int | None, model: nn.Module, height: int, width: i
         if untiled_bytes(spec, height, width) <= budget:
             return None
         return choose_tile(spec, height, width, budget // max(1, workers))
-    try:
-        size = int(tile)
-    except (TypeError, ValueError):
-        raise TilingError(f"--tile '{tile}': expected auto, off or a tile size in pixels") from None
-    if size < 1:
-        raise TilingError(f"--tile {size}: the tile size must be a positive number of pixels")
     if spec is None:
         raise TilingError(f"model '{name}' declares no tiling (no TileSpec): run it untiled (--tile off)")
-    return size
+    return tile
 
 
 def tiled_forward(model: nn.Module, structural: Tensor, functional: Tensor, tile: int | tuple[int, int], *,
-                  progress: bool = False, workers: int = 1, out_device: torch.device | str = "cpu") -> Tensor:
+                  progress: bool = False, workers: int = 1, out_device: torch.device | str = "cpu",
+                  scale: float | None = None) -> Tensor:
     """Raw output (B x 1 x H x W float32, on ``out_device``) of ``model`` computed tile by tile.
 
     Inputs are full-size B x 1 x H x W tensors (kept where they are, normally the CPU); only the
-    windows being computed go to the model's device. Call under ``torch.inference_mode()`` (and
+    windows being computed go to the model's device. Integer inputs (uint8/uint16 pixels, with
+    ``scale`` their full-scale value) are converted to float32 in [0, 1] per window
+    (:meth:`Tiler.load`), so no whole-image float copy exists. Call under ``torch.inference_mode()`` (and
     autocast, if wanted) as for the untiled forward. ``workers``: CPU tiles computed at once (see
     :meth:`Tiler.map`). Raises :class:`TilingError` for a network that declares no
     :class:`TileSpec`, or has global ops without the two hooks.
@@ -386,7 +411,7 @@ def tiled_forward(model: nn.Module, structural: Tensor, functional: Tensor, tile
     card = getattr(model, "card", None)
     multiple = getattr(card, "size_multiple", 1) or 1
     min_size = getattr(card, "min_size", (1, 1))
-    tiler = Tiler(tile, _model_device(model), progress=progress, workers=workers)
+    tiler = Tiler(tile, _model_device(model), progress=progress, workers=workers, scale=scale)
     b, _, h, w = structural.shape
     context = model.tile_context(structural, functional, tiler) if has_context else None
     out = torch.empty((b, 1, h, w), dtype=torch.float32, device=out_device)

@@ -21,7 +21,6 @@ from mlfuse.cli.main import main
 from mlfuse.errors import MLFuseError
 from mlfuse.train import build_config, get_recipe, train
 from mlfuse.train.data import PairCropDataset, collect_pairs
-from mlfuse.train.trainer import KILL_ENV
 
 TINY = ["crop=32", "threads=1", "checkpoint_every=2"]
 
@@ -68,8 +67,20 @@ def test_run_writes_logs_checkpoint_and_weights(reference_run):
 
 def test_resume_after_sigkill_is_exact(tiny_set, tmp_path, reference_run):
     out = tmp_path / "killed"
-    r = _cli(tiny_set, out, env={KILL_ENV: "3"})  # dies after step 3, mid-epoch 2; last checkpoint: step 2
-    assert r.returncode == -signal.SIGKILL
+    # the same run through the Python API, with a callback that SIGKILLs the process right after step 3
+    # (mid-epoch 2; last checkpoint: step 2); then resumed by the command line
+    kill = ("import os, signal\n"
+            "from mlfuse.train import train\n"
+            "from mlfuse.train.trainer import Callback\n"
+            "class Kill(Callback):\n"
+            "    def on_step_end(self, trainer, state):\n"
+            "        if state['step'] == 3:\n"
+            "            os.kill(os.getpid(), signal.SIGKILL)\n"
+            f"train('mlfuse', data=[{{'root': {str(tiny_set)!r}}}], out_dir={str(out)!r}, batch_size=4, epochs=2,\n"
+            f"      seed=7, sets={TINY!r}, quiet=True, callbacks=[Kill()])\n")
+    r = subprocess.run([sys.executable, "-c", kill], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == -signal.SIGKILL, r.stderr
     assert torch.load(out / "last.pt", weights_only=True)["state"]["step"] == 2
     r = _cli(tiny_set, out, "--resume")
     assert r.returncode == 0, r.stderr

@@ -26,7 +26,7 @@ from mlfuse.bench.tables import efficiency_csv, efficiency_markdown, markdown_ta
 from mlfuse.data.io import read_image, write_image
 from mlfuse.data.pairs import Pair, find_modality_dirs, pair_folders
 from mlfuse.errors import MLFuseError, OutputError, WeightsNotFoundError
-from mlfuse.fuse import fuse_pair, resolve_device
+from mlfuse.fuse import FuseOptions, fuse_pair, resolve_device
 from mlfuse.metrics.evaluation import EvalReport, evaluate
 from mlfuse.metrics.profiles import get_profile
 from mlfuse.metrics.report import per_image_csv, write_text
@@ -161,13 +161,13 @@ def _fuse_dataset(ds: DatasetOutcome, state: MethodState, cfg: BenchConfig, root
     cache = MethodCache(root, ds.spec.name, (ds.structural_dir, ds.functional_dir), label, state.identity)
     out.cache_dir = str(cache.dir)
     todo = [p for p in ds.pairs if recompute or not cache.has(p)]
+    options = FuseOptions(color=cfg.color, precision=cfg.precision)  # the method's own output rule, tile auto
     out.reused = len(ds.pairs) - len(todo)
     try:
         for pair in tqdm(todo, desc=f"{ds.spec.name}: {label}", unit="pair",
                          disable=bar_disabled(quiet) or not todo, leave=False):
             try:
-                fused = fuse_pair(state.model, pair.structural, pair.functional, color=cfg.color,
-                                  precision=cfg.precision)
+                fused = fuse_pair(state.model, pair.structural, pair.functional, options)
                 write_image(fused, cache.fused_path(pair), overwrite=True)
                 cache.stored(pair)
                 out.written += 1

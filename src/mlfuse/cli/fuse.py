@@ -16,6 +16,7 @@ from mlfuse.errors import InputError, MLFuseError
 from mlfuse.fuse import (
     OUTPUT_RULES,
     PRECISIONS,
+    FuseOptions,
     check_distinct_inputs,
     check_folder_output,
     check_output_not_input,
@@ -50,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--color", default="ycbcr", choices=COLOR_MODES,
                    help="colour output: full-range YCbCr (default); paper: the method authors' own colour code "
                         "(MLFuse: their MATLAB tool, SMFNet: float YCrCb); or gray")
-    p.add_argument("--intensity", default=None, choices=OUTPUT_RULES,
+    p.add_argument("--output-rule", "--intensity", dest="output_rule", default=None, choices=OUTPUT_RULES,
                    help="minmax: per-image stretch, truncated; minmax-round: rounded; clamp: unstretched "
                         "(default: the method's own rule)")
     p.add_argument("--tile", default="auto", metavar="auto|N|off",
@@ -125,10 +126,11 @@ def run(args: argparse.Namespace) -> int:
     if folder_mode and not (s_path.is_dir() and f_path.is_dir()):
         file_one = f_path if s_path.is_dir() else s_path
         raise InputError(f"{file_one}: expected a folder like the other role's input (or give two files)")
-    opts = {"color": args.color, "output": args.intensity, "precision": args.precision, "tile": args.tile,
-            "tile_budget_mb": args.tile_budget}
     if args.tile_budget is not None and not args.tile_budget > 0:
         raise MLFuseError(f"--tile-budget {args.tile_budget}: expected a positive number of megabytes")
+    opts = FuseOptions(color=args.color, output_rule=args.output_rule, precision=args.precision, tile=args.tile,
+                       tile_budget_mb=args.tile_budget,
+                       progress=not folder_mode and show_bars(args.quiet))  # folders: a pair bar
     check_output_not_input(args.output, [s_path, f_path])  # also refuses -o ''
     out = Path(args.output)
     if not folder_mode:  # read inputs and check the output before building the model: fail fast
@@ -161,8 +163,9 @@ def run(args: argparse.Namespace) -> int:
 
         model = optimize_for_inference(model)
     if not folder_mode:
-        write_image(fuse_pair(model, s_img, f_img, progress=show_bars(args.quiet), **opts), out,
-                    overwrite=args.overwrite)
+        fused = fuse_pair(model, s_img, f_img, opts)
+        del s_img, f_img  # the inputs' pixels are not needed while the output is encoded
+        write_image(fused, out, overwrite=args.overwrite)
         if not args.quiet:
             print(f"wrote {out}", file=sys.stderr)
         return 0
@@ -172,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         raise MLFuseError(f"{out}: is a file; folder runs need an output folder")
     report = fuse_folder(model, s_path, f_path, out, ext=args.ext, overwrite=args.overwrite,
                          skip_existing=args.skip_existing, quiet=args.quiet,
-                         report=lambda line: tqdm.write(line, file=sys.stderr), **opts)
+                         report=lambda line: tqdm.write(line, file=sys.stderr), options=opts)
     n_pairs = len(report.pairing.pairs)
     unpaired = len(report.pairing.problems())
     summary = (f"{len(report.written)} of {n_pairs} pairs fused into {out}"

@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from mlfuse.data.pairs import Pair, pair_folders
 from mlfuse.errors import InputError, MLFuseError
+from mlfuse.fuse import FuseOptions
 from mlfuse.shard import MANIFEST_DIR, Shard, merge_manifests, resolve_shard, run_shard, wait_for_launch
 
 
@@ -72,14 +73,14 @@ def merge(args: argparse.Namespace, s_path: Path, f_path: Path, out: Path) -> in
 
 
 def run_folder(args: argparse.Namespace, model: nn.Module, s_path: Path, f_path: Path, out: Path, shard: Shard,
-               opts: dict) -> int:
+               opts: FuseOptions) -> int:
     """Fuse this process's shard; rank 0 then waits for its launch's other shards and merges."""
     if out.exists() and not out.is_dir():
         raise MLFuseError(f"{out}: is a file; folder runs need an output folder")
     pairs = _pairs(s_path, f_path, shard.index == 0)
     quiet = args.quiet or (shard.index != 0 and args.shard is None)  # one bar per launch on a shared terminal
     rep = run_shard(model, pairs, out, shard, ext=args.ext, overwrite=args.overwrite,
-                    skip_existing=args.skip_existing, quiet=quiet, report=_say, **opts)
+                    skip_existing=args.skip_existing, quiet=quiet, report=_say, options=opts)
     print(f"shard {shard.label}: {len(rep.written)} of {rep.pairs} pairs fused into {out}"
           + (f", {len(rep.skipped)} skipped (exist)" if rep.skipped else "")
           + (f", {len(rep.failed)} failed" if rep.failed else "") + f"; manifest {rep.manifest}", file=sys.stderr)

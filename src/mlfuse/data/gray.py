@@ -27,9 +27,23 @@ _W32 = (np.float32(0.299), np.float32(0.587), np.float32(0.114))
 
 
 def pil_luma(rgb: np.ndarray) -> np.ndarray:
-    """PIL's ``convert('L')`` for 8-bit RGB: ``(19595 R + 38470 G + 7471 B + 32768) >> 16``."""
-    c = rgb.astype(np.uint32)
-    return ((19595 * c[..., 0] + 38470 * c[..., 1] + 7471 * c[..., 2] + 32768) >> 16).astype(np.uint8)
+    """PIL's ``convert('L')`` for 8-bit RGB: ``(19595 R + 38470 G + 7471 B + 32768) >> 16``, in row
+    strips so the 32-bit intermediates stay a strip's size (12+ bytes a pixel otherwise)."""
+    out = np.empty(rgb.shape[:-1], np.uint8)
+    for r in range(0, rgb.shape[0] if rgb.ndim == 3 else 1, _LUMA_STRIP):
+        rows = slice(r, r + _LUMA_STRIP) if rgb.ndim == 3 else ...
+        c = rgb[rows].astype(np.uint32)
+        acc = c[..., 0] * np.uint32(19595)
+        acc += c[..., 1] * np.uint32(38470)
+        acc += c[..., 2] * np.uint32(7471)
+        acc += np.uint32(32768)
+        acc >>= np.uint32(16)
+        out[rows] = acc
+    return out
+
+
+#: rows of :func:`pil_luma` computed at a time
+_LUMA_STRIP = 256
 
 
 def luma_float32(rgb: np.ndarray, order: str = "rgb") -> np.ndarray:

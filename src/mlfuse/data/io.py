@@ -51,11 +51,14 @@ class Image:
     def is_color(self) -> bool:
         return self.pixels.ndim == 3
 
+    def luma(self) -> np.ndarray:
+        """Integer luma on the pixels' own scale: PIL's integer BT.601 luma for 8-bit RGB (what
+        ``convert('L')`` gives), the pixels themselves (no copy) for gray."""
+        return pil_luma(self.pixels) if self.is_color else self.pixels
+
     def gray(self) -> np.ndarray:
-        """Float32 luma in [0, 1]: PIL's integer BT.601 luma for 8-bit RGB (what ``convert('L')``
-        gives), the pixels themselves for gray; divided by the dtype's maximum."""
-        g = pil_luma(self.pixels) if self.is_color else self.pixels
-        return g.astype(np.float32) / np.float32(self.maxval)
+        """Float32 luma in [0, 1]: :meth:`luma` divided by the full-scale value ``maxval``."""
+        return self.luma().astype(np.float32) / np.float32(self.maxval)
 
 
 def read_image(path: str | Path) -> Image:

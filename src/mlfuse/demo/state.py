@@ -402,14 +402,14 @@ class DemoState:
             job.state = "done"
 
     def _run_one(self, job: Job, name: str, option: str, structural: Image, functional: Image) -> dict:
-        from mlfuse.fuse import fuse_images
+        from mlfuse.fuse import FuseOptions, fuse_images
 
         entry: dict = {"method": name, "weights": self.methods[name].labels[option]}
         try:
             with self.compute:
                 model, entry["load_s"] = self._model(name, option)
                 t0 = time.perf_counter()
-                fused = fuse_images(model, structural, functional, color=job.color, tile="auto")
+                fused = fuse_images(model, structural, functional, FuseOptions(color=job.color))
                 entry["time_s"] = time.perf_counter() - t0
             path = write_image(fused, job.folder / f"{name}.png")
         except MLFuseError as exc:

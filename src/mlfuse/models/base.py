@@ -9,7 +9,7 @@ import numpy as np
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
-    from mlfuse.fuse import FolderReport
+    from mlfuse.fuse import FolderReport, FuseOptions
 
 
 class FusionModel(nn.Module):
@@ -30,17 +30,18 @@ class FusionModel(nn.Module):
         raise NotImplementedError
 
     def fuse(self, structural: np.ndarray | str | Path | object, functional: np.ndarray | str | Path | object,
-             **options: object) -> np.ndarray:
+             options: FuseOptions | None = None, **changes: object) -> np.ndarray:
         """Fuse one pair and return the 8-bit result (H x W or H x W x 3). Each input is an image path,
         a numpy array (H x W or H x W x 3), a ``PIL.Image.Image`` or a ``torch.Tensor`` (H x W,
         C x H x W or 1 x C x H x W; uint8, or float in [0, 1]); anything else raises a ``TypeError``
         saying so, and an unusable input a ``ValueError`` (:class:`mlfuse.errors.InputError`).
 
-        Options are those of :func:`mlfuse.fuse.fuse_pair` (``color``, ``output``, ``precision``).
+        Options are those of :func:`mlfuse.fuse.fuse_pair`: a :class:`~mlfuse.fuse.FuseOptions`, or its fields
+        as keywords (``color``, ``output_rule``, ``precision``, ``tile``, ...).
         """
         from mlfuse.fuse import fuse_pair
 
-        return fuse_pair(self, structural, functional, **options)
+        return fuse_pair(self, structural, functional, options, **changes)
 
     def fuse_folder(self, structural_dir: str | Path, functional_dir: str | Path, out_dir: str | Path,
                     **options: object) -> FolderReport:

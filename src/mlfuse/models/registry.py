@@ -82,7 +82,7 @@ def register_model(card: ModelCard) -> ModelCard:
     """Register a method, once (a second card of the same name is an error). Releases declared for it
     in :mod:`mlfuse.weights.releases` (``WeightsRelease(model=name)``) join the card's ``releases``; a
     release the card lists must be declared, and not for another method. The card's recipe is bound to
-    the card's builder."""
+    the card's builder and the card."""
     if card.name in _MODELS:
         raise ValueError(f"model '{card.name}' registered twice")
     declared = {r.name: r for r in declared_releases()}
@@ -98,6 +98,7 @@ def register_model(card: ModelCard) -> ModelCard:
         if card.recipe.name != card.name:
             raise ValueError(f"model '{card.name}': its recipe is named '{card.recipe.name}'")
         card.recipe.builder = card.builder
+        card.recipe.card = card
     _MODELS[card.name] = card
     return card
 

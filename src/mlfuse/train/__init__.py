@@ -3,17 +3,19 @@
 from mlfuse.models.registry import get_recipe, list_recipes
 from mlfuse.train.config import Config, build_config
 from mlfuse.train.recipe import Recipe, unwrap
-from mlfuse.train.trainer import Trainer, TrainResult
+from mlfuse.train.trainer import Callback, Trainer, TrainResult
 
 
 def train(method: str, *, config: str | None = None, sets: tuple[str, ...] = (), resume: bool = False,
-          quiet: bool = False, **overrides: object) -> TrainResult:
+          quiet: bool = False, callbacks: tuple[Callback, ...] | list[Callback] = (),
+          **overrides: object) -> TrainResult:
     """Train ``method`` with its recipe; ``config`` (TOML/JSON), ``sets`` (``key=value``) and keyword
-    ``overrides`` change the recipe's defaults. Returns where the run was written and its last losses."""
+    ``overrides`` change the recipe's defaults; ``callbacks`` (:class:`Callback`) see every step and
+    epoch. Returns where the run was written and its last losses."""
     recipe = get_recipe(method)
     cfg = build_config(recipe.defaults, file=config, sets=sets, overrides=overrides, presets=recipe.presets)
-    return Trainer(recipe, cfg, resume=resume, quiet=quiet).run()
+    return Trainer(recipe, cfg, resume=resume, quiet=quiet, callbacks=callbacks).run()
 
 
-__all__ = ["Config", "Recipe", "TrainResult", "Trainer", "build_config", "get_recipe", "list_recipes", "train",
-           "unwrap"]
+__all__ = ["Callback", "Config", "Recipe", "TrainResult", "Trainer", "build_config", "get_recipe", "list_recipes",
+           "train", "unwrap"]

@@ -9,13 +9,16 @@ with :func:`mlfuse.models.registry.get_recipe`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from mlfuse.train.config import Config
+
+if TYPE_CHECKING:
+    from mlfuse.models.registry import ModelCard
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -35,8 +38,17 @@ class Recipe:
     presets: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
     #: the network's constructor; registering the card that carries the recipe sets it to the card's builder
     builder: Callable[..., nn.Module] | None = None
+    #: the card that carries the recipe (set when it is registered); :meth:`build` puts it on the model
+    card: ModelCard | None = None
+
+    def build(self, cfg: Config) -> nn.Module:
+        """The network to train, carrying its card (``model.card``) as a built model does; what the trainer calls."""
+        model = self.build_model(cfg)
+        model.card = self.card
+        return model
 
     def build_model(self, cfg: Config) -> nn.Module:
+        """The untrained network for ``cfg`` (override for networks other than the card's, e.g. a stage's)."""
         if self.builder is None:
             raise TypeError(f"recipe '{self.name}' has no builder: put it on a registered ModelCard")
         return self.builder(**cfg.model_options)

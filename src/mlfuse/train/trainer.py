@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -46,8 +44,6 @@ from mlfuse.train.recipe import Recipe, unwrap
 
 CHECKPOINT = "last.pt"
 WEIGHTS = "model.safetensors"
-#: fault injection for the resume tests: SIGKILL this process right after optimiser step N
-KILL_ENV = "MLFUSE_TEST_KILL_AT_STEP"
 
 
 @dataclass
@@ -78,11 +74,54 @@ class _Batches(torch.utils.data.Sampler):
         return len(self.lists)
 
 
-class Trainer:
-    """Runs ``recipe`` with ``cfg``. ``resume``: continue the run in ``cfg.out_dir``."""
+class Callback:
+    """Hooks a caller installs on a :class:`Trainer` (``callbacks=[...]``); each default does nothing.
+    ``state`` is the run's position (``epoch``, ``iteration``, ``step``, running loss sums), read-only
+    by convention. The resume tests install one that kills the process after a given step."""
 
-    def __init__(self, recipe: Recipe, cfg: Config, *, resume: bool = False, quiet: bool = False) -> None:
+    def on_step_end(self, trainer: Trainer, state: dict[str, Any]) -> None:
+        """After an optimiser step is taken and logged, before its checkpoint (if one is due)."""
+
+    def on_epoch_end(self, trainer: Trainer, state: dict[str, Any]) -> None:
+        """After an epoch's schedulers, logs, validation and checkpoint."""
+
+
+@dataclass
+class _Setup:
+    """What a run is made of once :meth:`Trainer._prepare` and :meth:`Trainer._build` have checked and built it."""
+
+    info: DistInfo
+    device: torch.device
+    out: Path
+    dataset: Any
+    n: int
+    batch: int
+    global_batch: int
+    steps_per_epoch: int
+    checkpoint: dict[str, Any] | None = None
+    model: nn.Module | None = None  # the module trained (DDP-wrapped under torchrun)
+    net: nn.Module | None = None  # the network itself
+    optimizers: list = field(default_factory=list)
+    schedulers: list = field(default_factory=list)
+    scaler: Any = None
+    amp_dtype: torch.dtype | None = None
+    use_scaler: bool = False
+
+
+class Trainer:
+    """Runs ``recipe`` with ``cfg``. ``resume``: continue the run in ``cfg.out_dir``. ``callbacks``:
+    :class:`Callback` objects called after each step and epoch.
+
+    A run is: :meth:`_prepare` (every check before anything is written), :meth:`_build` (model,
+    optimisers, schedulers, scaler), :meth:`_restore` (a resumed run's exact position), then
+    :meth:`_train`: per epoch :meth:`_train_step` for each batch and :meth:`_end_epoch`, and at the
+    end :meth:`_finalize` (the recipe's last step, the final weights).
+    """
+
+    def __init__(self, recipe: Recipe, cfg: Config, *, resume: bool = False, quiet: bool = False,
+                 callbacks: list[Callback] | tuple[Callback, ...] = ()) -> None:
         self.recipe, self.cfg, self.resume, self.quiet = recipe, cfg, resume, quiet
+        self.callbacks = list(callbacks)
 
     # --- setup -----------------------------------------------------------------------------------
     def _device(self) -> torch.device:
@@ -114,10 +153,30 @@ class Trainer:
             cleanup(info)
 
     def _run(self, info: DistInfo, device: torch.device) -> TrainResult:
+        setup = self._prepare(info, device)
+        self._build(setup)
+        state = self._restore(setup)
+        barrier(info)
+        out = setup.out
+        created = None  # the outermost folder this run makes (runs/ of runs/try too, if it is new)
+        if info.is_main:
+            for folder in (out.absolute(), *out.absolute().parents):
+                if folder.exists():
+                    break
+                created = folder
+            out.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._train(setup, state)
+        except BaseException:
+            if created is not None and not (out / CHECKPOINT).exists():  # failed before its first checkpoint
+                shutil.rmtree(created, ignore_errors=True)
+            raise
+
+    def _prepare(self, info: DistInfo, device: torch.device) -> _Setup:
+        """Everything is checked before anything is written: a run that cannot start leaves nothing behind."""
         cfg, recipe = self.cfg, self.recipe
         out = Path(cfg.out_dir)
         ckpt_path = out / CHECKPOINT
-        # Everything is checked before anything is written: a run that cannot start leaves nothing behind.
         if self.resume and not ckpt_path.is_file():
             raise MLFuseError(f"{out}: nothing to resume (no {CHECKPOINT})")
         if not self.resume and out.exists():
@@ -127,12 +186,9 @@ class Trainer:
             if not out.is_dir() or any(out.iterdir()):
                 raise MLFuseError(f"{out}: {'not empty' if out.is_dir() else 'not a folder'}; a new run needs a new "
                                   "or empty --out folder (--resume continues a run from its last.pt)")
-
         dataset = recipe.train_dataset(cfg)
         n = len(dataset)
         global_batch = self._global_batch(n, info)
-        batch = global_batch // info.world_size
-        steps_per_epoch = n // global_batch
         _check_crop(dataset)
         if cfg.val:  # a bad validation set or profile is found now, not after the first epochs
             from mlfuse.metrics.profiles import get_profile
@@ -142,52 +198,44 @@ class Trainer:
         ck = read_checkpoint(ckpt_path, recipe.name, device) if self.resume else None
         if ck is not None:
             check_resume_settings(ck["config"], cfg, ckpt_path, defaults={**GENERIC_DEFAULTS, **recipe.defaults})
+        return _Setup(info, device, out, dataset, n, global_batch // info.world_size, global_batch,
+                      n // global_batch, ck)
 
+    def _build(self, setup: _Setup) -> None:
+        """The seeded model (DDP-wrapped under torchrun), its optimisers, schedulers and gradient scaler."""
+        cfg, recipe, info, device = self.cfg, self.recipe, setup.info, setup.device
         torch.manual_seed(int(cfg.seed))
-        model = recipe.build_model(cfg)
-        from mlfuse.registry import get_card
-
-        model.card = get_card(recipe.name)
+        model = recipe.build(cfg)  # carries its card
         model.to(device).train()
         if info.enabled:
             model = convert_batchnorm(model, device)
             model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=recipe.find_unused_parameters)
-        net = unwrap(model)
-        optimizers = recipe.optimizers(net, cfg)
-        schedulers = recipe.schedulers(optimizers, cfg)
-        amp_dtype, use_scaler = self._precision(device)
-        scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+        setup.model, setup.net = model, unwrap(model)
+        setup.optimizers = recipe.optimizers(setup.net, cfg)
+        setup.schedulers = recipe.schedulers(setup.optimizers, cfg)
+        setup.amp_dtype, setup.use_scaler = self._precision(device)
+        setup.scaler = torch.amp.GradScaler(device.type, enabled=setup.use_scaler)
 
+    def _restore(self, setup: _Setup) -> dict[str, Any]:
+        """The run's position: a fresh one, or the resumed checkpoint's with every state loaded into place."""
         state = {"epoch": 0, "iteration": 0, "step": 0, "sums": {}, "count": 0, "seconds": 0.0}
-        if ck is not None:
-            try:
-                net.load_state_dict(ck["model"])
-                for o, s in zip(optimizers, ck["optimizers"], strict=True):
-                    o.load_state_dict(s)
-                for sch, s in zip(schedulers, ck["schedulers"], strict=True):
-                    sch.load_state_dict(s)
-                scaler.load_state_dict(ck["scaler"])
-            except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-                raise MLFuseError(f"{ckpt_path}: does not fit this run's model or optimisers "
-                                  f"({str(exc).strip().splitlines()[0][:200]})") from None
-            state = ck["state"]
-        barrier(info)
-        created = None  # the outermost folder this run makes (runs/ of runs/try too, if it is new)
-        if info.is_main:
-            for folder in (out.absolute(), *out.absolute().parents):
-                if folder.exists():
-                    break
-                created = folder
-            out.mkdir(parents=True, exist_ok=True)
+        ck = setup.checkpoint
+        if ck is None:
+            return state
         try:
-            return self._train(info, device, out, model, net, optimizers, schedulers, scaler, amp_dtype, use_scaler,
-                               dataset, n, batch, global_batch, steps_per_epoch, state)
-        except BaseException:
-            if created is not None and not ckpt_path.exists():  # failed before its first checkpoint
-                shutil.rmtree(created, ignore_errors=True)
-            raise
+            setup.net.load_state_dict(ck["model"])
+            for o, s in zip(setup.optimizers, ck["optimizers"], strict=True):
+                o.load_state_dict(s)
+            for sch, s in zip(setup.schedulers, ck["schedulers"], strict=True):
+                sch.load_state_dict(s)
+            setup.scaler.load_state_dict(ck["scaler"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise MLFuseError(f"{setup.out / CHECKPOINT}: does not fit this run's model or optimisers "
+                              f"({str(exc).strip().splitlines()[0][:200]})") from None
+        setup.checkpoint = None  # the tensors now live in the model and optimisers
+        return ck["state"]
 
     def _global_batch(self, n: int, info: DistInfo) -> int:
         """The configured global batch, capped (with a one-line notice) when the set is smaller than one batch."""
@@ -205,113 +253,131 @@ class Trainer:
             raise MLFuseError(f"batch_size {global_batch} must be divisible by the {info.world_size} processes")
         return global_batch
 
-    def _train(self, info: DistInfo, device: torch.device, out: Path, model: nn.Module, net: nn.Module,
-               optimizers: list, schedulers: list, scaler: Any, amp_dtype: torch.dtype | None, use_scaler: bool,
-               dataset: Any, n: int, batch: int, global_batch: int, steps_per_epoch: int,
-               state: dict[str, Any]) -> TrainResult:
-        cfg, recipe = self.cfg, self.recipe
-        ckpt_path = out / CHECKPOINT
+    # --- the loop --------------------------------------------------------------------------------
+    def _save_checkpoint(self, setup: _Setup, state: dict[str, Any]) -> None:
+        if not setup.info.is_main:
+            return
+        ck = {"model": setup.net.state_dict(), "optimizers": [o.state_dict() for o in setup.optimizers],
+              "schedulers": [s.state_dict() for s in setup.schedulers], "scaler": setup.scaler.state_dict(),
+              "state": state, "config": json.loads(json.dumps(self.cfg)), "recipe": self.recipe.name}
+        atomic_write(setup.out / CHECKPOINT, lambda fh: torch.save(ck, fh), overwrite=True)
+
+    def _train(self, setup: _Setup, state: dict[str, Any]) -> TrainResult:
+        cfg, recipe, info = self.cfg, self.recipe, setup.info
         if info.is_main:
-            atomic_write(out / "config.json", lambda fh: fh.write(json.dumps(cfg, indent=1).encode()), overwrite=True)
-        logger = _Logger(out, info.is_main, resume_state=state if self.resume else None)
-
-        def save_checkpoint() -> None:
-            if not info.is_main:
-                return
-            ck = {"model": net.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
-                  "schedulers": [s.state_dict() for s in schedulers], "scaler": scaler.state_dict(),
-                  "state": state, "config": json.loads(json.dumps(cfg)), "recipe": recipe.name}
-            atomic_write(ckpt_path, lambda fh: torch.save(ck, fh), overwrite=True)
-
-        kill_at = int(os.environ.get(KILL_ENV, "0"))
+            atomic_write(setup.out / "config.json", lambda fh: fh.write(json.dumps(cfg, indent=1).encode()),
+                         overwrite=True)
+        self._logger = logger = _Logger(setup.out, info.is_main, resume_state=state if self.resume else None)
         t0 = time.perf_counter() - state["seconds"]
         max_steps = int(cfg.max_steps)
         last_losses: dict[str, float] = {}
-        last_val: dict[str, float] = {}
-        epochs = int(cfg.epochs)
+        self._last_val: dict[str, float] = {}
+        epochs, steps_per_epoch = int(cfg.epochs), setup.steps_per_epoch
         bar = tqdm(total=epochs * steps_per_epoch, initial=state["epoch"] * steps_per_epoch + state["iteration"],
                    disable=bar_disabled(self.quiet) or not info.is_main, desc=f"train {recipe.name}", unit="it",
                    dynamic_ncols=True)
         stop = False
-        if int(cfg.num_workers) > 0 and hasattr(dataset, "preload"):
+        if int(cfg.num_workers) > 0 and hasattr(setup.dataset, "preload"):
             # decode every pair and compute its per-pair maps (e.g. VSM) once, here: worker processes are
             # forked per epoch and would otherwise redo it every epoch in their own copies
-            dataset.preload(quiet=bar_disabled(self.quiet) or not info.is_main)
+            setup.dataset.preload(quiet=bar_disabled(self.quiet) or not info.is_main)
         while state["epoch"] < epochs and not stop:
             epoch = state["epoch"]
-            if hasattr(dataset, "set_epoch"):
-                dataset.set_epoch(epoch)
-            g = torch.Generator().manual_seed(int(cfg.seed) * 100003 + epoch)
-            order = torch.randperm(n, generator=g)[: steps_per_epoch * global_batch].tolist()
-            loader = torch.utils.data.DataLoader(
-                dataset, batch_sampler=_Batches(order, batch, global_batch, info.rank, state["iteration"],
-                                                steps_per_epoch),
-                num_workers=int(cfg.num_workers), collate_fn=_collate)
             # (set before the loop: a run resumed from a checkpoint at an epoch's last step has no batch left)
-            lr = optimizers[0].param_groups[0]["lr"] if optimizers else 0.0
-            for data in loader:
-                data = {k: v.to(device, non_blocking=True) for k, v in data.items()}
-                for o in optimizers:
-                    o.zero_grad(set_to_none=True)
-                recipe.iteration_start(optimizers, epoch, state["iteration"], steps_per_epoch, cfg)
-                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    losses = recipe.losses(model, data, epoch, cfg)
-                if "total" not in losses:
-                    raise MLFuseError(f"recipe '{recipe.name}' returned no 'total' loss")
-                scaler.scale(losses["total"]).backward()
-                if use_scaler:
-                    for o in optimizers:
-                        scaler.unscale_(o)
-                recipe.clip_gradients(net, epoch, cfg)
-                for o in optimizers:
-                    scaler.step(o)
-                scaler.update()
-                values = all_mean({k: float(v.detach()) for k, v in losses.items()}, info, device)
-                state["iteration"] += 1
-                state["step"] += 1
-                state["count"] += 1
-                for k, v in values.items():
-                    state["sums"][k] = state["sums"].get(k, 0.0) + v
-                lr = optimizers[0].param_groups[0]["lr"] if optimizers else 0.0
+            lr = setup.optimizers[0].param_groups[0]["lr"] if setup.optimizers else 0.0
+            for data in self._epoch_loader(setup, epoch, state["iteration"]):
+                last_losses = values = self._train_step(setup, data, epoch, state)
+                lr = setup.optimizers[0].param_groups[0]["lr"] if setup.optimizers else 0.0
                 logger.step(state["step"], epoch, state["iteration"], lr, values)
-                last_losses = values
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
-                if kill_at and state["step"] == kill_at:
-                    os.kill(os.getpid(), signal.SIGKILL)
-                if max_steps and state["step"] >= max_steps:
-                    stop = True
+                for cb in self.callbacks:
+                    cb.on_step_end(self, state)
+                stop = bool(max_steps and state["step"] >= max_steps)
                 if stop or (cfg.checkpoint_every and state["step"] % int(cfg.checkpoint_every) == 0):
                     state["seconds"] = time.perf_counter() - t0
-                    save_checkpoint()
+                    self._save_checkpoint(setup, state)
                 if stop:
                     break
             if stop:
                 break
-            recipe.step_schedulers(schedulers, epoch, cfg)
-            mean = {k: v / max(state["count"], 1) for k, v in state["sums"].items()}
-            state.update(epoch=epoch + 1, iteration=0, sums={}, count=0, seconds=time.perf_counter() - t0)
-            logger.epoch(epoch + 1, state["step"], lr, mean, state["seconds"])
-            done = epoch + 1
-            if info.is_main and cfg.val and cfg.val_every and (done % int(cfg.val_every) == 0 or done == epochs):
-                last_val = validate(net, cfg, out, done, quiet=self.quiet)
-                logger.val(done, state["step"], last_val)
-            elif info.is_main and cfg.val and cfg.sample_every and done % int(cfg.sample_every) == 0:
-                validate(net, cfg, out, done, quiet=self.quiet, metrics=False)
-            save_checkpoint()
-            if info.is_main and cfg.keep_epoch_checkpoints and done % int(cfg.keep_epoch_checkpoints) == 0:
-                save_weights(net, out / f"epoch_{done:04d}.safetensors", recipe.name, cfg, state)
-            barrier(info)
+            self._end_epoch(setup, epoch, state, lr, t0)
         bar.close()
         if info.is_main:
-            notes = recipe.finalize(net, cfg, dataset) if state["epoch"] >= epochs else {}
-            if notes.get("changed") == "true" and cfg.val:  # the logged scores must be the shipped weights'
-                last_val = validate(net, cfg, out, state["epoch"], quiet=self.quiet)
-                logger.val(state["epoch"], state["step"], last_val)
-            save_weights(net, out / WEIGHTS, recipe.name, cfg, state, notes)
+            self._finalize(setup, state)
         logger.close()
         barrier(info)
-        return TrainResult(out, state["epoch"], state["step"], time.perf_counter() - t0, last_losses, last_val)
+        return TrainResult(setup.out, state["epoch"], state["step"], time.perf_counter() - t0, last_losses,
+                           self._last_val)
+
+    def _epoch_loader(self, setup: _Setup, epoch: int, start: int) -> torch.utils.data.DataLoader:
+        """This rank's batches of ``epoch`` from iteration ``start`` on (a seeded permutation per epoch)."""
+        cfg = self.cfg
+        if hasattr(setup.dataset, "set_epoch"):
+            setup.dataset.set_epoch(epoch)
+        g = torch.Generator().manual_seed(int(cfg.seed) * 100003 + epoch)
+        order = torch.randperm(setup.n, generator=g)[: setup.steps_per_epoch * setup.global_batch].tolist()
+        return torch.utils.data.DataLoader(
+            setup.dataset, batch_sampler=_Batches(order, setup.batch, setup.global_batch, setup.info.rank, start,
+                                                  setup.steps_per_epoch),
+            num_workers=int(cfg.num_workers), collate_fn=_collate)
+
+    def _train_step(self, setup: _Setup, data: dict[str, torch.Tensor], epoch: int,
+                    state: dict[str, Any]) -> dict[str, float]:
+        """One optimiser step on one batch; returns the losses averaged over the ranks and advances ``state``."""
+        cfg, recipe, device = self.cfg, self.recipe, setup.device
+        data = {k: v.to(device, non_blocking=True) for k, v in data.items()}
+        for o in setup.optimizers:
+            o.zero_grad(set_to_none=True)
+        recipe.iteration_start(setup.optimizers, epoch, state["iteration"], setup.steps_per_epoch, cfg)
+        with torch.autocast(device.type, dtype=setup.amp_dtype or torch.float32, enabled=setup.amp_dtype is not None):
+            losses = recipe.losses(setup.model, data, epoch, cfg)
+        if "total" not in losses:
+            raise MLFuseError(f"recipe '{recipe.name}' returned no 'total' loss")
+        setup.scaler.scale(losses["total"]).backward()
+        if setup.use_scaler:
+            for o in setup.optimizers:
+                setup.scaler.unscale_(o)
+        recipe.clip_gradients(setup.net, epoch, cfg)
+        for o in setup.optimizers:
+            setup.scaler.step(o)
+        setup.scaler.update()
+        values = all_mean({k: float(v.detach()) for k, v in losses.items()}, setup.info, device)
+        state["iteration"] += 1
+        state["step"] += 1
+        state["count"] += 1
+        for k, v in values.items():
+            state["sums"][k] = state["sums"].get(k, 0.0) + v
+        return values
+
+    def _end_epoch(self, setup: _Setup, epoch: int, state: dict[str, Any], lr: float, t0: float) -> None:
+        """Schedulers, the epoch's log line, validation or sample fusions when due, the checkpoint."""
+        cfg, info = self.cfg, setup.info
+        self.recipe.step_schedulers(setup.schedulers, epoch, cfg)
+        mean = {k: v / max(state["count"], 1) for k, v in state["sums"].items()}
+        state.update(epoch=epoch + 1, iteration=0, sums={}, count=0, seconds=time.perf_counter() - t0)
+        self._logger.epoch(epoch + 1, state["step"], lr, mean, state["seconds"])
+        done, epochs = epoch + 1, int(cfg.epochs)
+        if info.is_main and cfg.val and cfg.val_every and (done % int(cfg.val_every) == 0 or done == epochs):
+            self._last_val = validate(setup.net, cfg, setup.out, done, quiet=self.quiet)
+            self._logger.val(done, state["step"], self._last_val)
+        elif info.is_main and cfg.val and cfg.sample_every and done % int(cfg.sample_every) == 0:
+            validate(setup.net, cfg, setup.out, done, quiet=self.quiet, metrics=False)
+        self._save_checkpoint(setup, state)
+        if info.is_main and cfg.keep_epoch_checkpoints and done % int(cfg.keep_epoch_checkpoints) == 0:
+            save_weights(setup.net, setup.out / f"epoch_{done:04d}.safetensors", self.recipe.name, cfg, state)
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, state)
+        barrier(info)
+
+    def _finalize(self, setup: _Setup, state: dict[str, Any]) -> None:
+        """The recipe's last step (e.g. MLFuse's output orientation) once every epoch ran, the final weights."""
+        cfg = self.cfg
+        notes = self.recipe.finalize(setup.net, cfg, setup.dataset) if state["epoch"] >= int(cfg.epochs) else {}
+        if notes.get("changed") == "true" and cfg.val:  # the logged scores must be the shipped weights'
+            self._last_val = validate(setup.net, cfg, setup.out, state["epoch"], quiet=self.quiet)
+            self._logger.val(state["epoch"], state["step"], self._last_val)
+        save_weights(setup.net, setup.out / WEIGHTS, self.recipe.name, cfg, state, notes)
 
 
 #: settings a resumed run may change: where and how it runs, logs and validates; everything else (epochs, lr,

@@ -74,7 +74,7 @@ def fused_images(spec: Mapping[str, Any], pairs: Sequence[Pair], device: str = "
     model = create_model(spec["model"], weights=weights, device=resolve_device(device), **kwargs)
     out = []
     for p in tqdm(pairs, desc=f"fuse ({spec['model']})", unit="pair", disable=bar_disabled(quiet)):
-        fused = model.fuse(p.structural, p.functional, color="gray", output=spec.get("output"))
+        fused = model.fuse(p.structural, p.functional, color="gray", output_rule=spec.get("output_rule"))
         out.append(fused.astype(np.float32) / np.float32(255))
     return out
 
