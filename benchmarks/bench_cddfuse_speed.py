@@ -1,4 +1,4 @@
-"""CDDFuse CPU speed: the fast path (:func:`mlfuse.fastpath.optimize_for_inference`) against a faithful
+"""CDDFuse CPU speed: the fast path (:func:`mlfuse.inference.fastpath.optimize_for_inference`) against a faithful
 reimplementation of the authors' eager forward, in one run, interleaved rounds (machine load hits all alike).
 
 * ``authors``: mlfuse's CDDFuse with the authors' arithmetic everywhere, including their explicit
@@ -56,8 +56,8 @@ def main() -> None:
     args = p.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import mlfuse
-    from mlfuse.bench.efficiency import machine
-    from mlfuse.fastpath import optimize_for_inference
+    from mlfuse.inference.fastpath import optimize_for_inference
+    from mlfuse.runtime import machine
 
     if args.threads:
         torch.set_num_threads(args.threads)

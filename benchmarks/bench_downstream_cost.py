@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mlfuse.bench.efficiency import machine
 from mlfuse.downstream.config import load_task_config
 from mlfuse.downstream.networks import build_network
+from mlfuse.runtime import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 #: published pairs per split: MSRS (Tang et al. 2022) and M3FD with mlfuse's shipped 8:1:1 split

@@ -1,4 +1,4 @@
-"""Memory and time per megapixel of every network's forward, untiled and tiled (mlfuse.tiling).
+"""Memory and time per megapixel of every network's forward, untiled and tiled (mlfuse.inference.tiling).
 
 Each measurement runs in a fresh subprocess (one thread, seeded random weights at the method's real
 size, inference mode): peak RSS is read from ``/proc/self/status`` (VmHWM, reset through
@@ -45,7 +45,7 @@ def _child(cfg: dict) -> None:
     import torch
 
     import mlfuse
-    from mlfuse.tiling import plan_windows, tile_spec, tiled_forward
+    from mlfuse.inference.tiling import plan_windows, tile_spec, tiled_forward
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -112,7 +112,7 @@ def _synthetic_pair(h: int, w: int, folder: Path) -> tuple[Path, Path]:
 def _pipeline(size: str, method: str, out_file: Path, timeout: float) -> dict:
     import os
 
-    from mlfuse.bench.efficiency import machine
+    from mlfuse.runtime import machine
 
     h, w = (int(v) for v in size.lower().split("x"))
     tmp = Path("/tmp") / "bench_memory_pipeline"
@@ -164,7 +164,7 @@ def main() -> None:
     if args.pipeline:
         print(json.dumps(_pipeline(args.pipeline, args.method, Path(args.out), args.timeout)))
         return
-    from mlfuse.bench.efficiency import machine
+    from mlfuse.runtime import machine
 
     rows = json.loads(Path(args.out).read_text())["rows"] if args.append and Path(args.out).exists() else []
     tmp = Path("/tmp") / f"bench_memory_{int(time.time())}"

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from mlfuse.bench.efficiency import machine as _machine
+from mlfuse.runtime import machine as _machine
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

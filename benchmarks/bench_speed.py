@@ -2,7 +2,7 @@
 run, interleaved), exact tiling, and a 4096 x 4096 pair fused in bounded memory.
 
 * speed at 480 x 640, batch 1, fp32: the plain eager forward (``create_model`` as is, inference
-  mode, torch's default threads) and :func:`mlfuse.fastpath.optimize_for_inference` variants, timed
+  mode, torch's default threads) and :func:`mlfuse.inference.fastpath.optimize_for_inference` variants, timed
   in interleaved rounds so machine load hits them alike; median / min wall and CPU time, the ratio
   plain / fast (also with one thread each: per-core efficiency, whatever other jobs leave free), and
   the fraction of the CPU's fp32 peak (clock x cores x 2 FMA units x 8 lanes x 2 FLOP, AVX2) each
@@ -35,8 +35,8 @@ import torch
 from tqdm import tqdm
 
 import mlfuse
-from mlfuse.fastpath import optimize_for_inference
-from mlfuse.tiling import choose_tile, default_budget, tile_spec, tiled_forward
+from mlfuse.inference.fastpath import optimize_for_inference
+from mlfuse.inference.tiling import choose_tile, default_budget, tile_spec, tiled_forward
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "speed_cpu.json"

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-from mlfuse.bench.efficiency import machine
 from mlfuse.models.mlfuse.losses import mlfuse_losses
 from mlfuse.models.mlfuse.network import MLFNet
+from mlfuse.runtime import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "train_step_cpu.json"

@@ -4,10 +4,10 @@
     python benchmarks/export_check.py cddfuse emma --out /tmp/e.json
 
 Networks are built untrained (``weights=None``): whether a graph exports and round-trips does not
-depend on the weights. Each method either exports with ``mlfuse.export.export_onnx`` (default
+depend on the weights. Each method either exports with ``mlfuse.inference.export.export_onnx`` (default
 exporter ``auto``) and passes its onnxruntime check at two sizes, or is refused at once with the
 reason its class declares (``onnx_unsupported``). The unit test
-``tests/test_hardening_cli.py::test_every_registered_method_exports_or_is_refused_in_one_line`` runs
+``tests/cli/test_hardening.py::test_every_registered_method_exports_or_is_refused_in_one_line`` runs
 the cheap methods live and reads this file for the networks, whose export takes minutes on a CPU.
 The results name the machine they were measured on.
 """
@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 import mlfuse
-from mlfuse.bench.efficiency import machine
-from mlfuse.export import ExportError, export_onnx
+from mlfuse.inference.export import ExportError, export_onnx
+from mlfuse.runtime import machine
 
 OUT = Path(__file__).resolve().parent / "results" / "export.json"
 

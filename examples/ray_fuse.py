@@ -6,7 +6,7 @@
 
 Where ``torchrun``/``srun`` give every process a fixed shard (``mlfuse fuse`` under a launcher, see the
 README), Ray Data hands pairs out dynamically to a pool of ``--workers`` actors, each building the model
-once on its own device. Each actor does the same unit of work as a shard, :func:`mlfuse.shard.fuse_one`:
+once on its own device. Each actor does the same unit of work as a shard, :func:`mlfuse.inference.shard.fuse_one`:
 atomic output, one JSON line per pair in its own manifest ``OUT/.mlfuse-shards/ray-<id>.jsonl``, so
 ``--merge-manifests`` reports over Ray and torchrun runs alike, and ``--skip-existing`` (on by default
 here) makes a rerun fuse only what is missing. Outputs are byte-identical to ``mlfuse fuse`` on the same
@@ -23,9 +23,9 @@ from pathlib import Path
 
 from mlfuse.cli.fuse import source_dirs
 from mlfuse.data.pairs import Pair, pair_folders
-from mlfuse.fuse import resolve_device
+from mlfuse.inference.shard import MANIFEST_DIR, Manifest, fuse_one, merge_manifests
 from mlfuse.registry import create_model
-from mlfuse.shard import MANIFEST_DIR, Manifest, fuse_one, merge_manifests
+from mlfuse.runtime import resolve_device
 
 
 class FuseWorker:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import mlfuse
-from mlfuse.fuse import OUTPUT_RULES
+from mlfuse.inference.fuse import OUTPUT_RULES
 from mlfuse.models.registry import FUNCTIONAL_MODALITIES, STRUCTURAL_MODALITIES, get_recipe, release_model
 from mlfuse.weights.store import get_release
 

@@ -41,18 +41,18 @@ def test_quick_start_fuses_the_committed_sample() -> None:
 
 ELSEWHERE = {
     'pip install "torch==2.13.0" . && mlfuse fuse --vis examples/sample/vis.png --ir examples/sample/ir.png -o '
-    'fused.png': "tests/test_packaged_weights.py::test_default_model_loads_offline_and_fuses_the_sample",
+    'fused.png': "tests/weights/test_packaged_weights.py::test_default_model_loads_offline_and_fuses_the_sample",
     'pip install "torch==2.13.0" -e ".[test]" && ruff check . && python -m pytest':
         "tests/test_readme.py::test_quick_start_is_two_commands_and_ci_runs_the_second",
     "torchrun --standalone --nproc_per_node=4 -m mlfuse fuse --root survey -o fused --skip-existing":
-        "tests/test_shard.py::test_torchrun_killed_rank_relaunch_finishes_only_the_rest",
+        "tests/inference/test_shard.py::test_torchrun_killed_rank_relaunch_finishes_only_the_rest",
     "mlfuse fuse --root survey -o fused --merge-manifests":
-        "tests/test_shard.py::test_torchrun_killed_rank_relaunch_finishes_only_the_rest",
-    "mlfuse demo": "tests/test_demo.py::test_readme_demo_command_serves_the_page_and_cleans_up_on_ctrl_c",
+        "tests/inference/test_shard.py::test_torchrun_killed_rank_relaunch_finishes_only_the_rest",
+    "mlfuse demo": "tests/demo/test_demo.py::test_readme_demo_command_serves_the_page_and_cleans_up_on_ctrl_c",
     "torchrun --standalone --nproc_per_node=2 -m mlfuse train mlfuse --config configs/mlfuse_train.toml":
         "tests/train/test_trainer.py::test_ddp_two_processes_match_one",
     'pip install ".[export]"': "tests/test_readme.py::test_install_extras_exist",
-    "mlfuse export mlfuse --weights mlfuse-paper -o mlfuse.onnx": "tests/test_export.py::test_cli_export",
+    "mlfuse export mlfuse --weights mlfuse-paper -o mlfuse.onnx": "tests/inference/test_export.py::test_cli_export",
     # mlfuse downstream: run verbatim (tiny config appended) on labelled scenes / fake MSRS and M3FD layouts
     **{c: "tests/downstream/test_downstream_cli.py::test_readme_downstream_commands" for c in (
         "mlfuse sample scenes --scenes 128",
@@ -63,14 +63,14 @@ ELSEWHERE = {
         "mlfuse downstream det --data M3FD --methods mine=fused/m3fd --config configs/downstream_det_gpu.toml "
         "--out results/m3fd_det")},
     # the model zoo: no network here, so these run against a loopback server with computed blob ids
-    "mlfuse weights fetch cddfuse-ivf": "tests/test_releases.py::test_every_release_fetches_verifies_and_fuses",
-    "mlfuse weights fetch all": "tests/test_releases.py::test_every_release_fetches_verifies_and_fuses",
+    "mlfuse weights fetch cddfuse-ivf": "tests/weights/test_releases.py::test_every_release_fetches_verifies_and_fuses",
+    "mlfuse weights fetch all": "tests/weights/test_releases.py::test_every_release_fetches_verifies_and_fuses",
     "mlfuse weights fetch emma --url file:///path/to/EMMA.pth":
-        "tests/test_releases.py::test_every_release_fetches_verifies_and_fuses",
+        "tests/weights/test_releases.py::test_every_release_fetches_verifies_and_fuses",
     "mlfuse fuse --weights cddfuse-ivf --vis A.png --ir B.png -o F.png":
-        "tests/test_releases.py::test_every_release_fetches_verifies_and_fuses",
+        "tests/weights/test_releases.py::test_every_release_fetches_verifies_and_fuses",
     "mlfuse fuse --model cddfuse --weights cddfuse-mif --mri A.png --ct B.png -o F.png":
-        "tests/test_releases.py::test_every_release_fetches_verifies_and_fuses",
+        "tests/weights/test_releases.py::test_every_release_fetches_verifies_and_fuses",
 }
 
 #: commands run here: README command -> extra arguments appended to keep it small (later flags win)

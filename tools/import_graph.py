@@ -31,13 +31,14 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("mlfuse", "mlfuse.errors", "mlfuse.progress", "mlfuse.runtime")),
     ("data", ("mlfuse.data", "mlfuse.metrics", "mlfuse.weights")),
     # what the networks are made of besides torch: streamed reductions and their tile specifications
-    ("kernels", ("mlfuse.streaming", "mlfuse.tiling")),
+    ("kernels", ("mlfuse.inference.streaming", "mlfuse.inference.tiling")),
     # the training building blocks a method's recipe uses (the loop itself, train.trainer, is higher)
     ("training blocks", ("mlfuse.train.config", "mlfuse.train.recipe", "mlfuse.train.data",
                          "mlfuse.train.distributed")),
     ("models", ("mlfuse.models", "mlfuse.registry")),
-    ("inference", ("mlfuse.fuse", "mlfuse.fastpath", "mlfuse.export", "mlfuse.shard", "mlfuse.inference")),
-    ("applications", ("mlfuse.train", "mlfuse.bench", "mlfuse.demo", "mlfuse.downstream", "mlfuse.weights.card")),
+    # the pipeline, --fast, shards and export (mlfuse.inference's tiling and streaming are kernels, above)
+    ("inference", ("mlfuse.inference",)),
+    ("applications", ("mlfuse.train", "mlfuse.bench", "mlfuse.demo", "mlfuse.downstream")),
     ("cli", ("mlfuse.cli", "mlfuse.__main__")),
 )
 

@@ -18,11 +18,12 @@ from mlfuse.errors import MLFuseError
 
 __version__ = "0.1.0"
 
-_LAZY = {"fuse_folder": "mlfuse.fuse", "fuse_pair": "mlfuse.fuse", "create_model": "mlfuse.registry",
-         "get_card": "mlfuse.registry", "list_models": "mlfuse.registry"}
+_LAZY = {"FuseOptions": "mlfuse.inference.fuse", "fuse_folder": "mlfuse.inference.fuse",
+         "fuse_pair": "mlfuse.inference.fuse", "create_model": "mlfuse.registry", "get_card": "mlfuse.registry",
+         "list_models": "mlfuse.registry"}
 
 if TYPE_CHECKING:
-    from mlfuse.fuse import fuse_folder, fuse_pair
+    from mlfuse.inference.fuse import FuseOptions, fuse_folder, fuse_pair
     from mlfuse.registry import create_model, get_card, list_models
 
 
@@ -31,9 +32,10 @@ def __getattr__(name: str) -> object:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
-    if importlib.util.find_spec(f"mlfuse.{name}") is not None:  # `import mlfuse; mlfuse.tiling...` as before
+    if importlib.util.find_spec(f"mlfuse.{name}") is not None:  # `import mlfuse; mlfuse.inference.tiling...` as before
         return importlib.import_module(f"mlfuse.{name}")
     raise AttributeError(f"module 'mlfuse' has no attribute {name!r}")
 
 
-__all__ = ["MLFuseError", "__version__", "create_model", "fuse_folder", "fuse_pair", "get_card", "list_models"]
+__all__ = ["FuseOptions", "MLFuseError", "__version__", "create_model", "fuse_folder", "fuse_pair", "get_card",
+           "list_models"]

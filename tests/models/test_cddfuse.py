@@ -16,7 +16,7 @@ import mlfuse
 from mlfuse.cli.main import main
 from mlfuse.data.pairs import pair_folders
 from mlfuse.data.patches import PatchDataset, authors_gray, grid, is_low_contrast
-from mlfuse.fuse import run_network, to_uint8
+from mlfuse.inference.fuse import run_network, to_uint8
 from mlfuse.models.blocks import losses as L
 from mlfuse.models.cddfuse import losses as cdd_losses
 from mlfuse.models.cddfuse.network import CDDFuse

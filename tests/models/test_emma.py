@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 import mlfuse
 from mlfuse.cli.main import main
 from mlfuse.data.pairs import pair_folders
-from mlfuse.fuse import run_network, to_uint8
+from mlfuse.inference.fuse import run_network, to_uint8
 from mlfuse.models.emma import losses as E
 from mlfuse.models.emma.data import PseudoSensingPatches, gray_rounded
 from mlfuse.models.emma.network import EMMA, UNet5, load_unet5

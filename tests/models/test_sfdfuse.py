@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 import mlfuse
 from mlfuse.cli.main import main
-from mlfuse.fuse import run_network, to_uint8
+from mlfuse.inference.fuse import run_network, to_uint8
 from mlfuse.models.sfdfuse import losses as sfd_losses
 from mlfuse.models.sfdfuse.network import DEConv, SFDFuse
 from mlfuse.models.sfdfuse.recipe import SFDFuseRecipe

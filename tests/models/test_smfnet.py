@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 import mlfuse
 from mlfuse.cli.main import main
 from mlfuse.data.io import from_array, read_image
-from mlfuse.fuse import fuse_pair, run_network
+from mlfuse.inference.fuse import fuse_pair, run_network
 from mlfuse.models.smfnet import color as smf_color
 from mlfuse.models.smfnet import losses as smf_losses
 from mlfuse.models.smfnet.network import NodeGraph, SMFNet

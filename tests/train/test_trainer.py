@@ -316,7 +316,7 @@ def test_unusable_checkpoints_are_one_line(tiny_set, reference_run, tmp_path, ca
 
 def test_device_cuda_n_is_accepted_by_the_resolver_and_the_trainer(tiny_set, tmp_path, monkeypatch, capsys):
     import mlfuse.train.trainer as T
-    from mlfuse.fuse import resolve_device
+    from mlfuse.runtime import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

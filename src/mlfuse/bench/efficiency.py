@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -178,23 +177,6 @@ def _child(job: dict) -> None:
     except MLFuseError as exc:
         eff = Efficiency(job["label"], tuple(job["size"]), error=str(exc))
     print(json.dumps(asdict(eff)))
-
-
-def machine() -> dict:
-    """What the timings were measured on."""
-    cpu = platform.processor() or platform.machine()
-    info = Path("/proc/cpuinfo")
-    if info.exists():
-        for line in info.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    out = {"cpu": cpu, "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-           "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
-           "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    if hasattr(os, "getloadavg"):
-        out["load_avg"] = [round(x, 2) for x in os.getloadavg()]
-    return out
 
 
 if __name__ == "__main__":

@@ -20,18 +20,19 @@ from tqdm import tqdm
 from mlfuse import __version__
 from mlfuse.bench.cache import MethodCache, default_root, slug
 from mlfuse.bench.config import BenchConfig, DatasetSpec, FigureSpec, MethodSpec, check_config
-from mlfuse.bench.efficiency import Efficiency, machine, measure, measure_isolated
+from mlfuse.bench.efficiency import Efficiency, measure, measure_isolated
 from mlfuse.bench.figures import comparison_figure, write_png
 from mlfuse.bench.tables import efficiency_csv, efficiency_markdown, markdown_table, summary_csv
 from mlfuse.data.io import read_image, write_image
 from mlfuse.data.pairs import Pair, find_modality_dirs, pair_folders
 from mlfuse.errors import MLFuseError, OutputError, WeightsNotFoundError
-from mlfuse.fuse import FuseOptions, fuse_pair, resolve_device
+from mlfuse.inference.fuse import FuseOptions, fuse_pair
 from mlfuse.metrics.evaluation import EvalReport, evaluate
 from mlfuse.metrics.profiles import get_profile
 from mlfuse.metrics.report import per_image_csv, write_text
 from mlfuse.progress import bar_disabled
 from mlfuse.registry import ModelCard, create_model, get_card, resolve_weights
+from mlfuse.runtime import machine, resolve_device
 from mlfuse.weights.store import check_file, get_release, sha256_of
 
 

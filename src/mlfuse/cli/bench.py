@@ -24,8 +24,8 @@ from mlfuse.cli import DEVICE_METAVAR, device_arg
 from mlfuse.data.color import COLOR_MODES
 from mlfuse.data.pairs import read_names
 from mlfuse.errors import MLFuseError
-from mlfuse.fuse import PRECISIONS
 from mlfuse.metrics.profiles import PROFILES
+from mlfuse.runtime import PRECISIONS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

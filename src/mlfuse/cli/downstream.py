@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from mlfuse.downstream.data import open_dataset
     from mlfuse.downstream.report import write_outputs
     from mlfuse.downstream.runner import INFRARED, VISIBLE, InputSpec, run_downstream
-    from mlfuse.fuse import resolve_device
+    from mlfuse.runtime import resolve_device
 
     out = Path(args.out)
     page = out / "README.md"

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from mlfuse.cli.fuse import task_option
-from mlfuse.export import EXPORTERS, FORMATS, export_onnx
+from mlfuse.inference.export import EXPORTERS, FORMATS, export_onnx
 from mlfuse.registry import create_model
 
 

@@ -13,9 +13,8 @@ from mlfuse.data.color import COLOR_MODES
 from mlfuse.data.io import write_image
 from mlfuse.data.pairs import find_modality_dirs
 from mlfuse.errors import InputError, MLFuseError
-from mlfuse.fuse import (
+from mlfuse.inference.fuse import (
     OUTPUT_RULES,
-    PRECISIONS,
     FuseOptions,
     check_distinct_inputs,
     check_folder_output,
@@ -24,11 +23,11 @@ from mlfuse.fuse import (
     fuse_folder,
     fuse_pair,
     refuse_existing,
-    resolve_device,
 )
+from mlfuse.inference.shard import shard_device
 from mlfuse.progress import show_bars
 from mlfuse.registry import create_model, get_card, model_for_weights
-from mlfuse.shard import shard_device
+from mlfuse.runtime import PRECISIONS, resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -159,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     name = args.model or model_for_weights(args.weights) or "mlfuse"  # a release knows its model
     model = create_model(name, weights=args.weights, device=device, **task_option(name, args.task))
     if args.fast:
-        from mlfuse.fastpath import optimize_for_inference
+        from mlfuse.inference.fastpath import optimize_for_inference
 
         model = optimize_for_inference(model)
     if not folder_mode:

@@ -1,4 +1,5 @@
-"""``mlfuse fuse`` folder runs split into shards (torchrun, srun, ``--shard K/N``); see :mod:`mlfuse.shard`."""
+"""``mlfuse fuse`` folder runs split into shards (torchrun, srun, ``--shard K/N``); see
+:mod:`mlfuse.inference.shard`."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from tqdm import tqdm
 
 from mlfuse.data.pairs import Pair, pair_folders
 from mlfuse.errors import InputError, MLFuseError
-from mlfuse.fuse import FuseOptions
-from mlfuse.shard import MANIFEST_DIR, Shard, merge_manifests, resolve_shard, run_shard, wait_for_launch
+from mlfuse.inference.fuse import FuseOptions
+from mlfuse.inference.shard import MANIFEST_DIR, Shard, merge_manifests, resolve_shard, run_shard, wait_for_launch
 
 
 def add_options(p: argparse.ArgumentParser) -> None:

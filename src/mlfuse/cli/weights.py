@@ -143,7 +143,7 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 
 def run_package(args: argparse.Namespace) -> int:
-    from mlfuse.weights.card import package_run
+    from mlfuse.train.card import package_run
 
     list_models()
     out, card = package_run(args.run_dir, args.out, name=args.name, hardware=args.hardware, command=args.command,

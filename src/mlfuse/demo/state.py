@@ -2,7 +2,7 @@
 
 Everything the server writes goes under one scratch folder it owns (``root``); uploads are decoded
 with :func:`mlfuse.data.io.read_image`, the reader ``mlfuse fuse`` uses, and fused with
-:func:`mlfuse.fuse.fuse_images`. One worker thread runs the jobs in arrival order, and one lock
+:func:`mlfuse.inference.fuse.fuse_images`. One worker thread runs the jobs in arrival order, and one lock
 (``compute``) makes sure that no two forwards, nor a forward and a metric computation, share the
 CPU at once: the time shown for a method is its own.
 """
@@ -217,8 +217,8 @@ class DemoState:
 
     def _model(self, name: str, option: str) -> tuple[object, float]:
         """The built model (cached) and the seconds it took to build now (0 when cached)."""
-        from mlfuse.fuse import resolve_device
         from mlfuse.registry import create_model
+        from mlfuse.runtime import resolve_device
 
         key = (name, option)
         if key in self._models:
@@ -402,7 +402,7 @@ class DemoState:
             job.state = "done"
 
     def _run_one(self, job: Job, name: str, option: str, structural: Image, functional: Image) -> dict:
-        from mlfuse.fuse import FuseOptions, fuse_images
+        from mlfuse.inference.fuse import FuseOptions, fuse_images
 
         entry: dict = {"method": name, "weights": self.methods[name].labels[option]}
         try:

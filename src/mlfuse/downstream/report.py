@@ -16,13 +16,13 @@ from PIL import Image as PILImage
 from PIL import ImageDraw
 
 from mlfuse import __version__
-from mlfuse.bench.efficiency import machine
 from mlfuse.bench.figures import comparison_figure, write_png
 from mlfuse.bench.tables import markdown_grid
 from mlfuse.data.io import read_image
 from mlfuse.downstream.metrics import Detections
 from mlfuse.downstream.runner import DownstreamResult, InputResult
 from mlfuse.metrics.report import write_text
+from mlfuse.runtime import machine
 
 #: colours of classes 1.. in figures (class 0 of a segmentation is left uncoloured)
 PALETTE = np.array([(0, 0, 0), (230, 40, 40), (40, 200, 60), (50, 110, 240), (240, 200, 30), (200, 60, 220),

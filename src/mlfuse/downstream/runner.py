@@ -139,7 +139,7 @@ class _Source:
         elif self.spec.kind == "folder":
             img = read_image(self.files[item.name])
         else:
-            from mlfuse.fuse import fuse_images
+            from mlfuse.inference.fuse import fuse_images
 
             fused = fuse_images(self.model, read_image(item.visible), read_image(item.infrared))
             img = Image(fused, 255, f"{self.spec.label}:{item.name}")

@@ -9,7 +9,7 @@ import numpy as np
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
-    from mlfuse.fuse import FolderReport, FuseOptions
+    from mlfuse.inference.fuse import FolderReport, FuseOptions
 
 
 class FusionModel(nn.Module):
@@ -36,17 +36,18 @@ class FusionModel(nn.Module):
         C x H x W or 1 x C x H x W; uint8, or float in [0, 1]); anything else raises a ``TypeError``
         saying so, and an unusable input a ``ValueError`` (:class:`mlfuse.errors.InputError`).
 
-        Options are those of :func:`mlfuse.fuse.fuse_pair`: a :class:`~mlfuse.fuse.FuseOptions`, or its fields
-        as keywords (``color``, ``output_rule``, ``precision``, ``tile``, ...).
+        Options are those of :func:`mlfuse.inference.fuse.fuse_pair`: a
+        :class:`~mlfuse.inference.fuse.FuseOptions`, or its fields as keywords (``color``, ``output_rule``,
+        ``precision``, ``tile``, ...).
         """
-        from mlfuse.fuse import fuse_pair
+        from mlfuse.inference.fuse import fuse_pair
 
         return fuse_pair(self, structural, functional, options, **changes)
 
     def fuse_folder(self, structural_dir: str | Path, functional_dir: str | Path, out_dir: str | Path,
                     **options: object) -> FolderReport:
         """Fuse every pair of two folders (paired by file stem) into ``out_dir``; see
-        :func:`mlfuse.fuse.fuse_folder`."""
-        from mlfuse.fuse import fuse_folder
+        :func:`mlfuse.inference.fuse.fuse_folder`."""
+        from mlfuse.inference.fuse import fuse_folder
 
         return fuse_folder(self, structural_dir, functional_dir, out_dir, **options)

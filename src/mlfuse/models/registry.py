@@ -53,7 +53,7 @@ class ModelCard:
     ``tasks``: the values the builder's ``task`` option takes, the first its default (empty: no variants);
     ``paper_color``: the method's own ``--color paper`` round trip (``(model, structural, functional,
     output_rule) -> uint8 image``, see :func:`mlfuse.models.smfnet.color.paper_color`), ``None`` for the
-    common YCbCr one; ``tiling``: a :class:`mlfuse.tiling.TileSpec` for a network that declares none on
+    common YCbCr one; ``tiling``: a :class:`mlfuse.inference.tiling.TileSpec` for a network that declares none on
     its class; ``recipe``: its training recipe (``mlfuse train``), ``None`` if it is not trainable.
     """
 

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from mlfuse.data.io import atomic_write, write_image
 from mlfuse.errors import MLFuseError
 from mlfuse.progress import bar_disabled
+from mlfuse.runtime import resolve_device, training_precision
 from mlfuse.train.config import GENERIC_DEFAULTS, Config
 from mlfuse.train.distributed import (
     DistInfo,
@@ -124,28 +125,11 @@ class Trainer:
         self.callbacks = list(callbacks)
 
     # --- setup -----------------------------------------------------------------------------------
-    def _device(self) -> torch.device:
-        from mlfuse.fuse import resolve_device
-
-        return resolve_device(self.cfg.device)
-
-    def _precision(self, device: torch.device) -> tuple[torch.dtype | None, bool]:
-        p = self.cfg.precision
-        if p == "fp32":
-            return None, False
-        if p == "bf16":
-            return torch.bfloat16, False
-        if p == "fp16":
-            if device.type != "cuda":
-                raise MLFuseError("precision fp16 needs a CUDA device (use bf16 or fp32 on this device)")
-            return torch.float16, True
-        raise MLFuseError(f"unknown precision '{p}' (choose fp32, bf16 or fp16)")
-
     def run(self) -> TrainResult:
         cfg = self.cfg
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))
-        device = self._device()
+        device = resolve_device(self.cfg.device)
         info = init_distributed(device)
         try:
             return self._run(info, device_for_rank(device, info))
@@ -215,7 +199,7 @@ class Trainer:
         setup.model, setup.net = model, unwrap(model)
         setup.optimizers = recipe.optimizers(setup.net, cfg)
         setup.schedulers = recipe.schedulers(setup.optimizers, cfg)
-        setup.amp_dtype, setup.use_scaler = self._precision(device)
+        setup.amp_dtype, setup.use_scaler = training_precision(str(cfg.precision), device)
         setup.scaler = torch.amp.GradScaler(device.type, enabled=setup.use_scaler)
 
     def _restore(self, setup: _Setup) -> dict[str, Any]:
@@ -483,7 +467,7 @@ def validate(net: nn.Module, cfg: Config, out: Path, epoch: int, *, quiet: bool 
              metrics: bool = True) -> dict[str, float]:
     """Fuse the validation pairs with the current weights (eval mode), save sample fusions, and
     return the mean of the ``val_profile`` metrics."""
-    from mlfuse.fuse import run_network, to_uint8
+    from mlfuse.inference.fuse import run_network, to_uint8
     from mlfuse.metrics.evaluation import evaluate
     from mlfuse.train.data import load_gray_u8
 

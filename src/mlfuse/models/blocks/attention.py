@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mlfuse import streaming
+from mlfuse.inference import streaming
 
 
 def split_heads(x: Tensor, heads: int) -> Tensor:
@@ -27,7 +27,7 @@ def l2_channel_attention(q: Tensor, k: Tensor, v: Tensor, temperature: Tensor, h
     q, k, v: (B, C, H, W); q and k are L2-normalised along H*W (``F.normalize``, eps 1e-12);
     ``temperature``: (heads, 1, 1). Softmax over the last axis. ``op``: the calling module, which
     lets a tiled pass compute the whole-image sums in streaming passes
-    (:mod:`mlfuse.streaming`); the untiled arithmetic is the authors'.
+    (:mod:`mlfuse.inference.streaming`); the untiled arithmetic is the authors'.
     """
     if op is not None and streaming.active():
         return streaming.streamed_channel_attention(op, q, k, v, temperature, heads)

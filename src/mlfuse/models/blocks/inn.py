@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from mlfuse import streaming
+from mlfuse.inference import streaming
 
 
 class InvertedResidualBlock(nn.Module):

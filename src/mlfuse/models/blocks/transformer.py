@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from mlfuse import streaming
+from mlfuse.inference import streaming
 from mlfuse.models.blocks.attention import MDTA, AttentionBase
 from mlfuse.models.blocks.feedforward import GDFN, LiteMlp
 from mlfuse.models.blocks.norm import LayerNorm

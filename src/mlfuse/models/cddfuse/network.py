@@ -16,10 +16,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from mlfuse.inference.tiling import TileSpec
 from mlfuse.models.base import FusionModel
 from mlfuse.models.blocks import DetailFeatureExtraction, LiteBlock, OverlapPatchEmbed, RestormerBlock
 from mlfuse.models.blocks.checkpoints import AuthorsLayoutMixin
-from mlfuse.tiling import TileSpec
 
 #: decoder residual (pre-sigmoid) per use: IVF model, MIF with the IVF checkpoint, MIF checkpoint
 RESIDUALS = ("vis", "ir+vis", "none")
@@ -89,7 +89,7 @@ class CDDFuse(AuthorsLayoutMixin, FusionModel):
 
     TOP_LEVEL = ("DIDF_Encoder", "DIDF_Decoder", "BaseFuseLayer", "DetailFuseLayer")
 
-    #: exact tiling (mlfuse.tiling): receptive radius 27 = patch embed 1 + 4 Restormer blocks x 2
+    #: exact tiling (mlfuse.inference.tiling): receptive radius 27 = patch embed 1 + 4 Restormer blocks x 2
     #: (two depthwise 3x3 each) + 3 INN nodes x 2 + DetailFuse 2 (the detail path is the longest)
     #: + 4 decoder blocks x 2 + two 3x3 convs; the 15 channel attentions are whole-image sums,
     #: streamed in 11 passes (one per level: 4 + 1 encoder blocks, BaseFuse, 4 decoder blocks; then

@@ -64,8 +64,8 @@ def fused_images(spec: Mapping[str, Any], pairs: Sequence[Pair], device: str = "
         return out
     if "model" not in spec:
         raise InputError(f"generator {dict(spec)!r}: give 'model' (a registered method) or 'dir' (fused results)")
-    from mlfuse.fuse import resolve_device
     from mlfuse.models.registry import create_model, get_card
+    from mlfuse.runtime import resolve_device
 
     kwargs = {"task": spec["task"]} if spec.get("task") else {}
     weights = spec.get("weights", "default")

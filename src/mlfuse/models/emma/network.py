@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mlfuse.inference.tiling import TileSpec
 from mlfuse.models.base import FusionModel
 from mlfuse.models.blocks import LiteBlock
-from mlfuse.tiling import TileSpec
 
 if TYPE_CHECKING:
     from mlfuse.registry import ModelCard
@@ -102,7 +102,7 @@ class EMMA(FusionModel):
 
     TASKS = TASKS
 
-    #: exact tiling (mlfuse.tiling; ``task="pad"``): receptive radius 256 at input resolution (counted 250:
+    #: exact tiling (mlfuse.inference.tiling; ``task="pad"``): receptive radius 256 at input resolution (counted 250:
     #: six 3x3 convs per block at 1/1, 1/2, 1/4 and three blocks at 1/8 resolution, the stride-2 and
     #: transposed convs; measured 249 by input gradients), tiles on the 1/8 grid; the 16 Lite channel
     #: attentions are whole-image sums, streamed in 10 passes (9 levels, then the output pass)

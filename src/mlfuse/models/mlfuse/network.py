@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mlfuse.inference.tiling import TileSpec
 from mlfuse.models.base import FusionModel
-from mlfuse.tiling import TileSpec
 
 if TYPE_CHECKING:
-    from mlfuse.tiling import Tiler, Window
+    from mlfuse.inference.tiling import Tiler, Window
 
 
 def _softmax_16_lane_float32(logits: Tensor) -> Tensor:
@@ -228,7 +228,7 @@ class MLFNet(FusionModel):
     #: smallest input side the edge branch accepts (stride-2 conv then a 7x7 max-pool)
     MIN_SIZE = 15
 
-    #: exact tiling (mlfuse.tiling): the full-resolution path's receptive radius is 6 (stem, three
+    #: exact tiling (mlfuse.inference.tiling): the full-resolution path's receptive radius is 6 (stem, three
     #: chained CBPs, two reconstruction convs); the edge branch's stride-6 map and both SSD gates are
     #: whole-image operations, computed by :meth:`tile_context` in two streaming passes
     TILE_SPEC = TileSpec(
@@ -282,7 +282,7 @@ class MLFNet(FusionModel):
 
 
 # --------------------------------------------------------------------------------------------------
-# Tiling hooks (mlfuse.tiling): the whole-image operations of MLFNet computed in streaming passes.
+# Tiling hooks (mlfuse.inference.tiling): the whole-image operations of MLFNet computed in streaming passes.
 # --------------------------------------------------------------------------------------------------
 
 #: the edge branch's low-resolution grid: stride-2 conv then a stride-3 max-pool (spec section 4)

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mlfuse import streaming
+from mlfuse.inference import streaming
+from mlfuse.inference.tiling import TileSpec
 from mlfuse.models.base import FusionModel
 from mlfuse.models.blocks import (
     DetailFeatureExtraction,
@@ -34,7 +35,6 @@ from mlfuse.models.blocks import (
 )
 from mlfuse.models.blocks.attention import MDTA, split_heads
 from mlfuse.models.blocks.checkpoints import AuthorsLayoutMixin
-from mlfuse.tiling import TileSpec
 
 
 def crop_even(x: Tensor) -> Tensor:
@@ -262,7 +262,7 @@ class CrossAttention(MDTA):  # STREAMING_OP (inherited): one streaming.reduce pe
         return ((p12 + p21) + a) + b
 
     def _streamed(self, a: Tensor, b: Tensor) -> Tensor:
-        """:meth:`forward` on a window of a tiled pass (:mod:`mlfuse.streaming`): both attention
+        """:meth:`forward` on a window of a tiled pass (:mod:`mlfuse.inference.streaming`): both attention
         matrices and the norms of q_a, q_b (also added to the outputs) from whole-image sums."""
         n, c, h, w = a.shape
         heads = self.num_heads
@@ -433,7 +433,7 @@ class SFDFuse(AuthorsLayoutMixin, FusionModel):
     TOP_LEVEL = ("DIDF_Encoder", "DIDF_Decoder_Phase", "BaseFuseLayer", "DetailFuseLayer")
     TASKS = ("ivf",)
 
-    #: exact tiling (mlfuse.tiling): receptive radius 44 (measured 36 by input gradients with the
+    #: exact tiling (mlfuse.inference.tiling): receptive radius 44 (measured 36 by input gradients with the
     #: global ops made local; 43 counted: encoder 13 + Lite 2 + 3 DEConv INN nodes 6 + FIBs, CGAFusion's
     #: two 7x7 convs 6, decoder blocks 12, head 2), on the Haar stride-2 grid; channel attentions,
     #: cross attentions and CGAFusion's average pool (15 per forward) are whole-image sums, streamed in

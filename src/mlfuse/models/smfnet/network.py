@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mlfuse import streaming
+from mlfuse.inference import streaming
+from mlfuse.inference.tiling import TileSpec
 from mlfuse.models.base import FusionModel
 from mlfuse.models.blocks import (
     MDTA,
@@ -30,7 +31,6 @@ from mlfuse.models.blocks import (
     l2_channel_attention,
 )
 from mlfuse.models.blocks.checkpoints import AuthorsLayoutMixin
-from mlfuse.tiling import TileSpec
 
 DIM = 64
 HEADS = 8
@@ -168,7 +168,7 @@ class CrossTransAttention(nn.Module):
     channel attention with L2-normalised q, k per head. Keys ``temperature``, ``kv``, ``q``,
     ``kv_dwconv``, ``q_dwconv``, ``project_out`` (all convs with bias)."""
 
-    STREAMING_OP = True  # whole-image sums in a tiled pass (mlfuse.streaming)
+    STREAMING_OP = True  # whole-image sums in a tiled pass (mlfuse.inference.streaming)
 
     def __init__(self, dim: int = DIM // 2, heads: int = HEADS) -> None:
         super().__init__()
@@ -524,7 +524,7 @@ class SMFNet(AuthorsLayoutMixin, FusionModel):
 
     TOP_LEVEL = ("DIDF_Encoder", "DIDF_Decoder", "BaseFuseLayer", "DetailFuseLayer", "GraphModel")
 
-    #: exact tiling (mlfuse.tiling): receptive radius 27 (counted: shallow 3, base branch 17 more, BaseFuse 2,
+    #: exact tiling (mlfuse.inference.tiling): receptive radius 27 (counted: shallow 3, base branch 17 more, BaseFuse 2,
     #: decoder block 2, three 3x3 head convs; the graph's dilation-16 nodes reach 20; measured 26 by input
     #: gradients with the global ops made local); the 24 channel attentions per forward (MDTA, Lite, TCA)
     #: are whole-image sums, streamed in 12 passes (11 levels, then the output pass)

@@ -32,7 +32,7 @@ def machine_description() -> str:
     """CPU/GPU, core count and torch version of this machine, for cards written where training ran."""
     import torch
 
-    from mlfuse.bench.efficiency import machine
+    from mlfuse.runtime import machine
 
     m = machine()
     gpu = f"{torch.cuda.device_count()} x {m['gpu']}" if m["gpu"] else None

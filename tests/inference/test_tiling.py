@@ -1,4 +1,4 @@
-"""Exact tiled inference (mlfuse.tiling): tiles reproduce the untiled raw output, global
+"""Exact tiled inference (mlfuse.inference.tiling): tiles reproduce the untiled raw output, global
 operations stay global, windows stay bounded, and the pipeline / CLI options behave."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from torch import nn
 import mlfuse
 import mlfuse.models.mlfuse.network as mlf_net
 from mlfuse.cli.main import main
-from mlfuse.fuse import run_network, to_uint8
-from mlfuse.tiling import (
+from mlfuse.inference.fuse import run_network, to_uint8
+from mlfuse.inference.tiling import (
     Tiler,
     TileSpec,
     TilingError,
@@ -269,7 +269,7 @@ def test_family_tiled_equals_untiled(name) -> None:
 def test_family_halo_covers_the_receptive_field(name) -> None:
     """With the whole-image sums held fixed (as in the last pass), an output pixel depends only on inputs
     within the declared halo: the input gradient of the centre pixel is zero beyond it."""
-    from mlfuse import streaming
+    from mlfuse.inference import streaming
 
     model = _small(name)
     spec = tile_spec(model)
@@ -310,7 +310,7 @@ def test_family_halo_covers_the_receptive_field(name) -> None:
 def test_tile_off_refused_when_the_estimate_does_not_fit(net, monkeypatch) -> None:
     """--tile off on a pair whose untiled forward would not fit the available memory: one line that
     suggests --tile auto, before any forward (issue 14 item 2)."""
-    import mlfuse.tiling as tiling
+    import mlfuse.inference.tiling as tiling
 
     monkeypatch.setattr(tiling, "available_memory", lambda device="cpu": 64 << 20)
     with pytest.raises(TilingError, match="use --tile auto") as err:
@@ -324,7 +324,7 @@ def test_tile_off_refused_when_the_estimate_does_not_fit(net, monkeypatch) -> No
 
 def test_allocation_failure_fails_the_pair_and_the_folder_run_goes_on(net, tmp_path, monkeypatch) -> None:
     """An allocation failure inside a forward fails that pair with one line; the next pair is fused."""
-    from mlfuse.fuse import fuse_folder
+    from mlfuse.inference.fuse import fuse_folder
 
     for d in ("vi", "ir"):
         (tmp_path / d).mkdir()
@@ -379,7 +379,7 @@ def test_streamed_sums_with_parallel_windows() -> None:
 def test_auto_tiles_every_family_network_by_the_same_budget_rule(name) -> None:
     """``--tile auto``: untiled while the method's untiled estimate fits the budget, else the largest tiles
     whose windows fit it (per worker); never untiled beyond the budget."""
-    from mlfuse.tiling import untiled_bytes
+    from mlfuse.inference.tiling import untiled_bytes
 
     model = _small(name)
     spec = tile_spec(model)

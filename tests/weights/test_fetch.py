@@ -22,10 +22,9 @@ from mlfuse.cli.main import main
 from mlfuse.errors import MLFuseError
 from mlfuse.weights import store
 from mlfuse.weights.store import WeightsRelease, fetch, get_release, git_blob_id, release_path, release_state
+from tests._loopback import Loopback, loopback_server
 
-from ._loopback import Loopback, loopback_server
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = bytes(range(256)) * 2000  # 512,000 bytes: several read blocks
 
 

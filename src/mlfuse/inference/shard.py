@@ -39,8 +39,9 @@ from tqdm import tqdm
 from mlfuse.data.io import atomic_write, write_image
 from mlfuse.data.pairs import Pair
 from mlfuse.errors import MLFuseError
-from mlfuse.fuse import FuseOptions, fuse_pair, resolve_device
+from mlfuse.inference.fuse import FuseOptions, fuse_pair
 from mlfuse.progress import bar_disabled
+from mlfuse.runtime import resolve_device
 from mlfuse.train.distributed import DistInfo
 
 #: manifests live in this hidden sub-folder of the output folder (image listings skip it)
@@ -97,7 +98,7 @@ def resolve_shard(option: str | None = None, environ: Mapping[str, str] | None =
 
 def shard_device(requested: str, shard: Shard) -> torch.device:
     """``cuda:LOCAL_RANK`` (modulo the GPUs present) for ``auto``/``cuda`` where CUDA is available,
-    otherwise what :func:`mlfuse.fuse.resolve_device` gives (CPU on a machine without GPUs)."""
+    otherwise what :func:`mlfuse.inference.fuse.resolve_device` gives (CPU on a machine without GPUs)."""
     if requested in ("auto", "cuda") and torch.cuda.is_available():
         index = shard.local_rank % torch.cuda.device_count()
         torch.cuda.set_device(index)
@@ -254,8 +255,8 @@ def run_shard(model: nn.Module, pairs: list[Pair], out_dir: str | Path, shard: S
               report: Callable[[str], None] | None = None, options: FuseOptions | None = None,
               **changes: object) -> ShardReport:
     """Fuse this shard's pairs of ``pairs`` into ``out_dir`` (``<name>.<ext>``), one manifest record
-    per pair. A bad pair is reported and the rest go on, as in :func:`mlfuse.fuse.fuse_folder`.
-    ``options``: a :class:`~mlfuse.fuse.FuseOptions`, or its fields as keywords."""
+    per pair. A bad pair is reported and the rest go on, as in :func:`mlfuse.inference.fuse.fuse_folder`.
+    ``options``: a :class:`~mlfuse.inference.fuse.FuseOptions`, or its fields as keywords."""
     opt = FuseOptions.of(options, **changes)
     out_dir = Path(out_dir)
     mine = shard.select(pairs)

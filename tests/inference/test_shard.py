@@ -1,4 +1,4 @@
-"""Sharded folder fusion (mlfuse.shard): the split, the launcher environment, the manifest, the
+"""Sharded folder fusion (mlfuse.inference.shard): the split, the launcher environment, the manifest, the
 merged report, and the README's torchrun command killed mid-way and relaunched."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from PIL import Image as PILImage
 from mlfuse.cli.main import main
 from mlfuse.data.pairs import Pair
 from mlfuse.errors import MLFuseError
-from mlfuse.shard import (
+from mlfuse.inference.shard import (
     KILL_HOOK,
     MANIFEST_DIR,
     Manifest,
@@ -32,7 +32,7 @@ from mlfuse.shard import (
     wait_for_launch,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 N_PAIRS = 7
 
 
@@ -107,7 +107,7 @@ def test_shard_option_wins_and_bad_values_are_one_line() -> None:
 def test_each_rank_gets_its_own_gpu_else_the_cpu(monkeypatch) -> None:
     import torch
 
-    from mlfuse.shard import shard_device
+    from mlfuse.inference.shard import shard_device
 
     assert shard_device("auto", Shard(1, 2, local_rank=1)) == (
         torch.device("cuda", 1 % torch.cuda.device_count()) if torch.cuda.is_available() else torch.device("cpu"))
@@ -190,7 +190,7 @@ def test_a_stop_request_during_a_write_lands_after_its_record(tmp_path: Path, mo
     import signal
 
     import mlfuse
-    import mlfuse.shard as shard_mod
+    import mlfuse.inference.shard as shard_mod
     from mlfuse.data.pairs import pair_folders
 
     data = _make_pairs(tmp_path / "data", n=3)

@@ -1,4 +1,4 @@
-"""The optimised inference path (mlfuse.fastpath): each generic transform is exact to float
+"""The optimised inference path (mlfuse.inference.fastpath): each generic transform is exact to float
 rounding, and the optimised MLFuse (and every registered network) matches its plain forward."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from torch import nn
 
 import mlfuse
 from mlfuse.cli.main import main
-from mlfuse.fastpath import (
+from mlfuse.inference.fastpath import (
     ConvAct,
     FastModel,
     PointwiseConv2d,
@@ -163,11 +163,11 @@ def test_cddfuse_fast_path_equals_the_authors_arithmetic() -> None:
     """The CDDFuse-family fast path (Lite qkv1 composed into qkv2, attention projection merged, split gated
     feed-forwards) equals the authors' arithmetic (explicit LayerNorm) to float rounding, untiled and
     tiled (the merged modules stream their sums like the plain ones)."""
-    from mlfuse.fastpath import FastDetailNode, FastGatedFFN, FastLiteAttention, FastMDTA
+    from mlfuse.inference.fastpath import FastDetailNode, FastGatedFFN, FastLiteAttention, FastMDTA
+    from mlfuse.inference.tiling import tiled_forward
     from mlfuse.models.blocks.norm import LayerNorm
     from mlfuse.models.cddfuse.network import CDDFuse
     from mlfuse.registry import get_card
-    from mlfuse.tiling import tiled_forward
 
     torch.manual_seed(0)
     model = CDDFuse(dim=16, heads=2).eval()

@@ -29,7 +29,7 @@ from mlfuse.errors import (
     OutputError,
     OutputExistsError,
 )
-from mlfuse.fuse import fuse_folder, fuse_pair
+from mlfuse.inference.fuse import fuse_folder, fuse_pair
 
 
 def _gray(h: int, w: int, seed: int) -> np.ndarray:
@@ -92,7 +92,7 @@ def test_existing_output_folder_is_one_line_up_front(folders, tmp_path, capsys, 
     assert _fuse("--vis", str(s), "--ir", str(f), "-o", str(out)) == 0
     capsys.readouterr()
     calls = []
-    monkeypatch.setattr("mlfuse.fuse.fuse_pair", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr("mlfuse.inference.fuse.fuse_pair", lambda *a, **k: calls.append(a))
     assert _fuse("--vis", str(s), "--ir", str(f), "-o", str(out)) == 2
     err = _err(capsys)  # one line, not one per pair
     assert "3 of 3 outputs already exist" in err and "--overwrite" in err and "--skip-existing" in err
@@ -249,7 +249,7 @@ def test_skip_existing_race_lost_to_another_run_is_skipped_not_failed(folders, t
         (out / f"{Path(a).stem}.png").write_bytes(b"theirs")
         return result
 
-    monkeypatch.setattr("mlfuse.fuse.fuse_pair", concurrent_writer)
+    monkeypatch.setattr("mlfuse.inference.fuse.fuse_pair", concurrent_writer)
     report = fuse_folder(average, s, f, out, quiet=True, skip_existing=True)
     assert report.ok and len(report.skipped) == 3 and not report.written
     assert {p.read_bytes() for p in out.iterdir()} == {b"theirs"}
@@ -307,7 +307,7 @@ def _unexportable() -> set[str]:
 
 #: methods whose export takes a minute or more on a busy 2-core CPU: exported and checked by
 #: benchmarks/export_check.py, whose results file this test reads (missing there, or failing, fails here)
-EXPORT_RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "export.json"
+EXPORT_RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "export.json"
 SLOW_EXPORTS = {"cddfuse", "emma", "laplacian", "sfdfuse", "smfnet"}
 
 
@@ -320,8 +320,8 @@ def test_every_registered_method_exports_or_is_refused_in_one_line(name, tmp_pat
         def no_exporter(*args, **kwargs):
             raise AssertionError("an exporter ran for a model that declares it cannot be exported")
 
-        monkeypatch.setattr("mlfuse.export._export_dynamo", no_exporter)
-        monkeypatch.setattr("mlfuse.export._export_torchscript", no_exporter)
+        monkeypatch.setattr("mlfuse.inference.export._export_dynamo", no_exporter)
+        monkeypatch.setattr("mlfuse.inference.export._export_torchscript", no_exporter)
         assert main(["export", name, "-o", str(out)]) == 2
         err = _err(capsys)
         assert f"model '{name}' cannot be exported to ONNX: " in err and not out.exists()
@@ -336,7 +336,7 @@ def test_every_registered_method_exports_or_is_refused_in_one_line(name, tmp_pat
         return
     # cheap methods export live (untrained: exportability does not depend on the weights) and pass the
     # onnxruntime round trip at two sizes
-    from mlfuse.export import export_onnx
+    from mlfuse.inference.export import export_onnx
 
     model = mlfuse.create_model(name, weights=None)
     report = export_onnx(model, out, exporter="torchscript")
@@ -345,7 +345,7 @@ def test_every_registered_method_exports_or_is_refused_in_one_line(name, tmp_pat
 
 def test_onnxruntime_failures_are_one_line_export_errors(tmp_path) -> None:
     pytest.importorskip("onnxruntime", reason="needs the export extra: pip install 'mlfuse[export]'")
-    from mlfuse.export import ExportError, check_onnx
+    from mlfuse.inference.export import ExportError, check_onnx
 
     with pytest.raises(ExportError, match="onnxruntime cannot load the exported graph") as info:
         check_onnx(mlfuse.create_model("average"), b"not an onnx graph")
@@ -417,14 +417,14 @@ def test_bench_prints_a_short_summary(tmp_path, capsys) -> None:
 def test_readme_gives_the_cpu_torch_index_with_the_quick_start_pin() -> None:
     import re
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     quick = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     pin = re.search(r'"torch==([\d.]+)"', quick).group(1)
     assert f'pip install "torch=={pin}" --index-url https://download.pytorch.org/whl/cpu' in quick
 
 
 def test_no_prose_claims_a_particular_machine() -> None:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     texts = {root / "README.md": (root / "README.md").read_text()}
     texts.update({p: p.read_text() for p in (root / "src" / "mlfuse").rglob("*.py")})
     for path, text in texts.items():

@@ -2,7 +2,7 @@
 Playwright's own browser download is never used). Skips with a reason where Chromium or the playwright
 package is missing; with CI=true it must run (``.ci/run`` installs both).
 
-``MLFUSE_DEMO_SCREENSHOT=docs/demo.png python -m pytest tests/test_demo_browser.py`` refreshes the
+``MLFUSE_DEMO_SCREENSHOT=docs/demo.png python -m pytest tests/demo/test_demo_browser.py`` refreshes the
 README's screenshot; otherwise the screenshot goes to the test's temporary folder.
 """
 
@@ -21,8 +21,7 @@ from PIL import Image as PILImage
 
 from mlfuse.data.sample import write_sample
 from mlfuse.demo.server import DemoServer
-
-from .conftest import IN_CI
+from tests.conftest import IN_CI
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "") if p and os.path.isfile(p)), None)
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

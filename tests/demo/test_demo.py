@@ -24,13 +24,13 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-import mlfuse.fuse
+import mlfuse.inference.fuse
 from mlfuse.cli.main import build_parser
 from mlfuse.demo.server import DemoServer, is_loopback, warn_if_exposed
 from mlfuse.metrics import evaluate
 from mlfuse.registry import create_model, get_card, list_models
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 POST = {"X-Requested-With": "mlfuse-demo"}
 
 
@@ -196,7 +196,7 @@ def test_two_methods_fused_timed_downloadable_and_scored(server: DemoServer, sam
         status, png = request(server.url + r["url"].lstrip("/"))
         assert status == 200
         fused[r["method"]] = np.asarray(PILImage.open(io.BytesIO(png)))
-        expected = mlfuse.fuse.fuse_pair(create_model(r["method"]), vis[:96, :128], ir[:96, :128])
+        expected = mlfuse.inference.fuse.fuse_pair(create_model(r["method"]), vis[:96, :128], ir[:96, :128])
         np.testing.assert_array_equal(fused[r["method"]], expected)  # the same pipeline as `mlfuse fuse`
     status, table = request(f"{server.url}api/jobs/{job['id']}/metrics?profile=tang&slow=0")
     assert status == 200 and table["profile"] == "tang"
@@ -236,7 +236,7 @@ def test_mismatched_pair_and_bad_requests_are_refused_with_a_reason(server: Demo
 def test_concurrent_jobs_queue_one_forward_at_a_time(server: DemoServer, sample_pair,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     spans: list[tuple[float, float]] = []
-    real = mlfuse.fuse.fuse_images
+    real = mlfuse.inference.fuse.fuse_images
 
     def slow_fuse(*args, **kwargs):
         t0 = time.monotonic()
@@ -245,7 +245,7 @@ def test_concurrent_jobs_queue_one_forward_at_a_time(server: DemoServer, sample_
         spans.append((t0, time.monotonic()))
         return out
 
-    monkeypatch.setattr(mlfuse.fuse, "fuse_images", slow_fuse)
+    monkeypatch.setattr(mlfuse.inference.fuse, "fuse_images", slow_fuse)
     vis, ir = sample_pair
     s = upload(server, "v.png", _png(vis[:32, :32]))[1]
     f = upload(server, "i.png", _png(ir[:32, :32]))[1]

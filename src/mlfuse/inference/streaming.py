@@ -7,7 +7,7 @@ the channel sums), after which every position's output is local again. Such an o
 :func:`reduce` with a function giving its sums; outside tiled inference :func:`active` is false
 and the op runs the authors' arithmetic untouched.
 
-During tiled inference (:func:`mlfuse.tiling.tiled_forward`) the network's own forward runs on one
+During tiled inference (:func:`mlfuse.inference.tiling.tiled_forward`) the network's own forward runs on one
 window at a time, in *passes*. In a pass, an op whose whole-image sums are known (from earlier
 passes) uses them and is exact on its window; the first ops whose sums are unknown and whose
 inputs are valid add their sums over the window's *core* (so every position counts once) and

@@ -13,9 +13,9 @@ from PIL import Image as PILImage
 
 import mlfuse
 from mlfuse.data.io import read_image
-from mlfuse.fuse import to_uint8
+from mlfuse.inference.fuse import to_uint8
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "mlfuse"
+REF = Path(__file__).resolve().parents[3] / "shared" / "reference" / "mlfuse"
 MANIFEST = json.loads((REF / "manifest.json").read_text()) if REF.is_dir() else []
 PAIRS = [pytest.param(e, id=f"{e['set']}-{e['name']}") for e in MANIFEST] or [
     pytest.param(None, id="reference-missing")]

@@ -42,40 +42,11 @@ from mlfuse.data.io import (
 )
 from mlfuse.data.pairs import Pairing, pair_folders
 from mlfuse.errors import FusionError, InputError, MLFuseError, OutputError, OutputExistsError
+from mlfuse.inference.tiling import default_budget, is_out_of_memory, parse_tile, resolve_tile, tiled_forward
 from mlfuse.progress import bar_disabled
-from mlfuse.tiling import default_budget, is_out_of_memory, parse_tile, resolve_tile, tiled_forward
+from mlfuse.runtime import PRECISIONS, precision_dtype
 
 OUTPUT_RULES = ("minmax", "clamp", "minmax-round")
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-DEVICES = ("auto", "cpu", "cuda", "mps")
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> CUDA if available, else MPS, else CPU; ``cuda:N`` picks the N-th GPU; an unavailable
-    explicit choice is an error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    kind, sep, index = str(name).partition(":")
-    if kind == "cuda" and sep:
-        if not index.isdigit():
-            raise MLFuseError(f"--device {name}: expected cuda:N with N a GPU index (0, 1, ...)")
-        if not torch.cuda.is_available():
-            raise MLFuseError(f"--device {name}: CUDA is not available (no GPU, or a CPU-only PyTorch build)")
-        count = torch.cuda.device_count()
-        if int(index) >= count:
-            raise MLFuseError(f"--device {name}: no such GPU ({count} visible: cuda:0 to cuda:{count - 1})")
-        return torch.device("cuda", int(index))
-    if name == "cuda" and not torch.cuda.is_available():
-        raise MLFuseError("--device cuda: CUDA is not available (no GPU, or a CPU-only PyTorch build)")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise MLFuseError("--device mps: Apple MPS is not available on this machine")
-    if name not in DEVICES:
-        raise MLFuseError(f"unknown device '{name}' (choose from {', '.join(DEVICES)}, cuda:N)")
-    return torch.device(name)
 
 
 @dataclass(frozen=True)
@@ -89,7 +60,7 @@ class FuseOptions:
     ``precision``: ``fp32`` | ``bf16`` | ``fp16``. ``tile``: ``auto`` (the default, in Python as on the
     command line: tiles only an image whose untiled forward does not fit ``tile_budget_mb``; every
     image of the papers' sizes runs whole), a tile size in pixels, or ``off``. ``tile_budget_mb``:
-    memory a tiled forward may use (default :func:`mlfuse.tiling.default_budget`). ``workers``: CPU
+    memory a tiled forward may use (default :func:`mlfuse.inference.tiling.default_budget`). ``workers``: CPU
     tiles computed at once (default: the model's own, else torch's thread count). ``progress``: a tile
     bar on a terminal.
     """
@@ -139,11 +110,11 @@ def run_network(model: nn.Module, structural: np.ndarray, functional: np.ndarray
     """Raw network output (float32 H x W) for two gray H x W images: float32 in [0, 1], or integer
     pixels (uint8/uint16) with ``scale`` their full-scale value (default: the dtype's maximum), which
     the network sees as ``float32(pixels) / scale``. Integer inputs keep a tiled run's whole-image
-    buffers at 1-2 bytes a pixel: the conversion happens per tile (:meth:`mlfuse.tiling.Tiler.load`).
+    buffers at 1-2 bytes a pixel: the conversion happens per tile (:meth:`mlfuse.inference.tiling.Tiler.load`).
 
     Pads by reflection to the card's ``min_size`` / ``size_multiple`` and crops back. ``options``
     (:class:`FuseOptions`, or its fields as keywords) give the precision and tiling: exact tiled
-    inference with bounded memory (:mod:`mlfuse.tiling`); the output rule then sees the assembled raw
+    inference with bounded memory (:mod:`mlfuse.inference.tiling`); the output rule then sees the assembled raw
     image.
     """
     opt = FuseOptions.of(options, **changes)
@@ -172,7 +143,7 @@ def run_network(model: nn.Module, structural: np.ndarray, functional: np.ndarray
         s, f = s.to(device), f.to(device)
         if integer:  # the same IEEE division as numpy's float32(pixels) / float32(scale)
             s, f = s.to(torch.float32).div_(scale), f.to(torch.float32).div_(scale)
-    dtype = PRECISIONS[precision]
+    dtype = precision_dtype(precision)
     try:
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32,
                                                     enabled=dtype is not None):

@@ -11,7 +11,7 @@
   the two modules run as before;
 * weights and activations in channels-last (NHWC) memory, the layout oneDNN's direct
   convolutions use, so no layout reorders happen around each convolution;
-* cache blocking on the CPU: a network with an exact tiling (:mod:`mlfuse.tiling`) runs in tiles
+* cache blocking on the CPU: a network with an exact tiling (:mod:`mlfuse.inference.tiling`) runs in tiles
   of ~160 pixels, so every layer's working set stays in the CPU caches and no full-size buffer is
   allocated (and page-faulted) per layer; one tile per core at once, each with single-threaded
   ops, so no op waits for a second thread (costly on a busy machine). ``benchmarks/bench_speed.py``
@@ -35,10 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mlfuse import streaming
 from mlfuse.errors import MLFuseError
+from mlfuse.inference import streaming
+from mlfuse.inference.tiling import Window, cpu_autocast_dtype, tile_spec, tiled_forward
 from mlfuse.models.base import FusionModel
-from mlfuse.tiling import Window, cpu_autocast_dtype, tile_spec, tiled_forward
 
 _ACTIVATIONS: dict[type, str] = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.SiLU: "swish",
                                  nn.ReLU6: "hardtanh", nn.Hardtanh: "hardtanh",
@@ -169,7 +169,7 @@ def _attend(op: nn.Module, qkv: Tensor, temperature: Tensor, heads: int, proj: n
     image, applied to v as one matrix product over channels-last pixels (one pass instead of two);
     ``Q K^T`` is one product over all channels (its diagonal head blocks kept) and the norms one
     reduction over the pixel matrix. Equal to the plain path to float rounding (normalising after the
-    product instead of before). In a tiled pass: the streamed sums (:mod:`mlfuse.streaming`)."""
+    product instead of before). In a tiled pass: the streamed sums (:mod:`mlfuse.inference.streaming`)."""
     if streaming.active():
         q, k, v = qkv.chunk(3, dim=1)
         return proj(streaming.streamed_channel_attention(op, q, k, v, temperature, heads))
@@ -410,7 +410,7 @@ def _max_diff(a: nn.Module, b: nn.Module, s: Tensor, f: Tensor) -> float:
 def _auto_block(model: nn.Module) -> int | None:
     """Cache-blocking tile for a network with an exact tiling: 160 px (a 32-channel float32 map
     of such a tile is ~3 MB, near the CPU's L2+L3 share per core) or 6 halos, whichever is larger;
-    none for a network whose tiling streams its global sums in passes (mlfuse.streaming)."""
+    none for a network whose tiling streams its global sums in passes (mlfuse.inference.streaming)."""
     spec = tile_spec(model)
     if spec is None or spec.streaming:  # streamed global sums cost a forward per level: never for speed
         return None

@@ -1,4 +1,4 @@
-"""ONNX export (mlfuse.export, `mlfuse export`): dynamic height/width round trips in onnxruntime."""
+"""ONNX export (mlfuse.inference.export, `mlfuse export`): dynamic height/width round trips in onnxruntime."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 import mlfuse
 from mlfuse.cli.main import main
-from mlfuse.export import ExportError, check_onnx, export_onnx
+from mlfuse.inference.export import ExportError, check_onnx, export_onnx
 
 onnx = pytest.importorskip("onnx", reason="needs the export extra: pip install 'mlfuse[export]'")
 ort = pytest.importorskip("onnxruntime", reason="needs the export extra: pip install 'mlfuse[export]'")
@@ -94,7 +94,7 @@ def test_cli_export(random_weights, tmp_path, capsys) -> None:
 
 
 def test_exporter_failure_is_one_line(model, tmp_path, monkeypatch, capsys) -> None:
-    import mlfuse.export as ex
+    import mlfuse.inference.export as ex
 
     def broken(*args, **kwargs):
         raise RuntimeError("Unsupported op aten::frobnicate\n  with a long trace")

@@ -9,7 +9,7 @@ from PIL import Image as PILImage
 
 from mlfuse.data.sample import SAMPLE_SIZE, _person, render_sample
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "sample"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "sample"
 
 
 def test_committed_sample_matches_renderer(sample_pair) -> None:

@@ -23,7 +23,7 @@ Declaring tiling (on the network class, or as ``ModelCard.tiling``)::
         def tile_forward(self, structural, functional, context, window): ...  # one window
 
         # or, when every global op is a sum over positions computed inside the network's own forward
-        # through mlfuse.streaming (the CDDFuse family): no hooks, one pass per level of global ops
+        # through mlfuse.inference.streaming (the CDDFuse family): no hooks, one pass per level of global ops
         TILE_SPEC = TileSpec(halo=27, streaming=True, global_ops=("channel attention sums",))
 
 ``halo``: pixels of context each side that make a window's core exact (the receptive radius of
@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import ctypes
 import math
-import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -53,8 +52,9 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from mlfuse import streaming
 from mlfuse.errors import MLFuseError
+from mlfuse.inference import streaming
+from mlfuse.runtime import available_memory
 
 #: tile budget used by ``tile="auto"`` when none is given: at most this, and at most a quarter of
 #: the memory the system reports available (GPU: half the free device memory)
@@ -73,7 +73,7 @@ class TileSpec:
     align: int = 1
     global_ops: tuple[str, ...] = ()
     bytes_per_pixel: int = 4096
-    #: the global ops reduce through :mod:`mlfuse.streaming` inside the network's own
+    #: the global ops reduce through :mod:`mlfuse.inference.streaming` inside the network's own
     #: forward: tiled inference runs that forward per window in passes, one per level of global ops
     streaming: bool = False
     #: peak memory of the *untiled* forward per input pixel (``None``: ``bytes_per_pixel``), which
@@ -274,24 +274,6 @@ def default_budget(device: torch.device) -> int:
     return max(64 << 20, min(DEFAULT_BUDGET_BYTES, available // 4))
 
 
-def available_memory(device: torch.device | str = "cpu") -> int | None:
-    """Bytes a new allocation can get: free device memory (CUDA), else the system's MemAvailable."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def untiled_bytes(spec: TileSpec, height: int, width: int) -> int:
     """Estimated peak memory of the untiled forward on a ``height x width`` pair (from the spec's
     measured per-pixel figure, ``benchmarks/bench_memory.py``)."""
@@ -437,7 +419,7 @@ MAX_STREAMING_PASSES = 200
 
 def _streaming_passes(tiler: Tiler, windows: list[Window], one: Callable[[Window], None]) -> None:
     """Run ``one`` over all windows in passes until a pass finds every whole-image sum known
-    (:mod:`mlfuse.streaming`); that pass's outputs are the result."""
+    (:mod:`mlfuse.inference.streaming`); that pass's outputs are the result."""
     known: dict = {}
 
     def scoped(win: Window) -> None:

@@ -20,11 +20,10 @@ from safetensors.torch import save_file
 import mlfuse
 from mlfuse.cli.main import main
 from mlfuse.registry import get_card, model_for_weights
+from mlfuse.train.card import package_run
 from mlfuse.weights import store
-from mlfuse.weights.card import package_run
 from mlfuse.weights.store import get_release, git_blob_id, list_releases, model_card_path, release_path
-
-from ._loopback import loopback_server
+from tests._loopback import loopback_server
 
 #: issue 16's table: release -> (model, task, repository, commit, path, git blob id)
 TABLE = {

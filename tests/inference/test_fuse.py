@@ -8,7 +8,8 @@ import torch
 from PIL import Image as PILImage
 
 from mlfuse.errors import InputError, MLFuseError, OutputExistsError
-from mlfuse.fuse import fuse_folder, fuse_pair, resolve_device, run_network, to_uint8
+from mlfuse.inference.fuse import fuse_folder, fuse_pair, run_network, to_uint8
+from mlfuse.runtime import resolve_device
 
 
 def test_minmax_rule_truncates_like_the_authors() -> None:
@@ -149,7 +150,7 @@ def _to_uint8_whole_image(raw: np.ndarray, rule: str) -> np.ndarray:
 
 @pytest.mark.parametrize("rule", ["minmax", "minmax-round", "clamp"])
 def test_output_rules_in_strips_equal_the_whole_image_formula(rule) -> None:
-    from mlfuse import fuse as fuse_module
+    from mlfuse.inference import fuse as fuse_module
 
     rng = np.random.default_rng(3)
     raw = (rng.standard_normal((3 * fuse_module.STRIP_ROWS + 7, 33)) * 0.7).astype(np.float32)

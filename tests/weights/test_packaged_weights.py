@@ -17,7 +17,7 @@ import mlfuse
 from mlfuse.cli.main import main
 from mlfuse.weights.store import fetch, get_release, model_card_path, release_path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OWN = mlfuse.get_card("mlfuse").default_weights
 
 
