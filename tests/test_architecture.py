@@ -115,6 +115,14 @@ def test_card_fields_are_typed() -> None:
     assert mlfuse.get_card("cddfuse").tasks == ("ivf", "mif", "mif-ivfckpt")
     assert mlfuse.get_card("smfnet").paper_color is paper_color
     assert mlfuse.get_card("mlfuse").paper_color is None and mlfuse.get_card("max").tasks == ()
+    from mlfuse.weights.store import WeightsRelease
+
+    for name in mlfuse.list_models():  # releases are the declared objects, in the card's order
+        card = mlfuse.get_card(name)
+        assert all(isinstance(r, WeightsRelease) for r in card.releases)
+        assert card.release_names == tuple(r.name for r in card.releases)
+    assert mlfuse.get_card("mlfuse").release_names[:2] == ("mlfuse-own-v1", "mlfuse-paper")
+    assert mlfuse.get_card("cddfuse").release_names == ("cddfuse-ivf", "cddfuse-mif")
     assert list_recipes() == ["cddfuse", "emma", "mlfuse", "sfdfuse", "smfnet"]
     for name in list_recipes():
         card = mlfuse.get_card(name)

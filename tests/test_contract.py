@@ -47,10 +47,10 @@ def test_card_is_complete(name: str) -> None:
     assert card.output_rule in OUTPUT_RULES
     assert card.size_multiple >= 1 and min(card.min_size) >= 1
     assert card.min_size[0] <= H and card.min_size[1] <= W
-    for rel_name in card.releases:
+    for rel_name in card.release_names:
         assert release_model(get_release(rel_name)) == name
     if card.default_weights is not None:
-        assert card.needs_weights and card.default_weights in card.releases
+        assert card.needs_weights and card.default_weights in card.release_names
     if not card.needs_weights:
         assert card.default_weights is None and not card.releases
     assert len(set(card.tasks)) == len(card.tasks)

@@ -33,7 +33,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # what the networks are made of besides torch: streamed reductions and their tile specifications
     ("kernels", ("mlfuse.inference.streaming", "mlfuse.inference.tiling")),
     # the training building blocks a method's recipe uses (the loop itself, train.trainer, is higher)
-    ("training blocks", ("mlfuse.train.config", "mlfuse.train.recipe", "mlfuse.train.data",
+    ("training blocks", ("mlfuse.train.config", "mlfuse.train.recipe", "mlfuse.train.data", "mlfuse.train.patches",
                          "mlfuse.train.distributed")),
     ("models", ("mlfuse.models", "mlfuse.registry")),
     # the pipeline, --fast, shards and export (mlfuse.inference's tiling and streaming are kernels, above)

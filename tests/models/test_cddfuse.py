@@ -15,13 +15,13 @@ from safetensors.torch import load_file
 import mlfuse
 from mlfuse.cli.main import main
 from mlfuse.data.pairs import pair_folders
-from mlfuse.data.patches import PatchDataset, authors_gray, grid, is_low_contrast
 from mlfuse.inference.fuse import run_network, to_uint8
 from mlfuse.models.blocks import losses as L
 from mlfuse.models.cddfuse import losses as cdd_losses
 from mlfuse.models.cddfuse.network import CDDFuse
 from mlfuse.models.cddfuse.recipe import CDDFuseRecipe
 from mlfuse.train import build_config, get_recipe, train
+from mlfuse.train.patches import PatchDataset, authors_gray, grid, is_low_contrast
 from mlfuse.weights.checkpoint import read_checkpoint
 from tests._common import one_thread_fixture
 from tests.models.family import (

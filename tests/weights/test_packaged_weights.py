@@ -31,7 +31,7 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_default_is_a_packaged_release_with_intact_file_and_card() -> None:
     rel = get_release(OWN)
-    assert rel.packaged and OWN in mlfuse.get_card("mlfuse").releases
+    assert rel.packaged and OWN in mlfuse.get_card("mlfuse").release_names
     path = release_path(OWN)
     assert path.is_file() and path.suffix == ".safetensors"
     assert hashlib.sha256(path.read_bytes()).hexdigest() == rel.sha256

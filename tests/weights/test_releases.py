@@ -47,7 +47,7 @@ def test_releases_are_the_issue_table() -> None:
         rel = get_release(name)
         assert rel.url == f"https://raw.githubusercontent.com/{repo}/{commit}/{path}", name
         assert (rel.blob, rel.model, rel.task, rel.filename) == (blob, model, task, path.rsplit("/", 1)[1]), name
-        assert name in get_card(model).releases and model_for_weights(name) == model
+        assert name in get_card(model).release_names and model_for_weights(name) == model
         assert rel.size or rel.max_bytes  # every download is capped
     assert model_for_weights("no/such.pth") is None and model_for_weights("default") is None
 

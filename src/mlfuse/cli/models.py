@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
         if card.default_weights is None:
             weights = "none by default (pass --weights RELEASE or FILE)" if card.needs_weights else "not needed"
         else:
-            state = release_state(card.default_weights) if card.default_weights in card.releases else "file"
+            state = release_state(card.default_weights) if card.default_weights in card.release_names else "file"
             weights = f"{card.default_weights} ({state})"
         print(f"{name}: {card.paper}")
         print(f"  roles: structural={'/'.join(card.structural)}  functional={'/'.join(card.functional)}")

@@ -197,20 +197,20 @@ class DemoState:
             if name in cli_weights:
                 choice.weights["file"] = str(Path(cli_weights[name]).resolve())
                 choice.labels["file"] = f"{Path(cli_weights[name]).name} (--weights)"
-            for release in card.releases:
+            for release in card.release_names:
                 state = release_state(release)
                 if state == "not fetched":
                     continue
                 default = " (default)" if release == card.default_weights else ""
                 choice.weights[release], choice.labels[release] = release, f"{release}{default} ({state})"
-            if card.default_weights and card.default_weights not in card.releases:
+            if card.default_weights and card.default_weights not in card.release_names:
                 try:
                     path = resolve_weights(card, "default")
                     choice.weights["default"], choice.labels["default"] = str(path), f"{path.name} (default)"
                 except MLFuseError:
                     pass
             if not choice.weights:
-                hint = f" or run `mlfuse weights fetch {card.releases[0]}`" if card.releases else ""
+                hint = f" or run `mlfuse weights fetch {card.release_names[0]}`" if card.releases else ""
                 choice.reason = f"no weights: start the demo with --weights {name}=FILE{hint}"
             out[name] = choice
         return out

@@ -47,9 +47,11 @@ class ModelCard:
     ``size_multiple``: H and W must be multiples of it (inputs are reflect-padded up);
     ``output_rule``: how the raw output becomes 8 bits by default (``"minmax"``: the authors'
     per-image min-max x255 truncation; ``"clamp"``: clamp to [0,1] x255 round);
-    ``releases``: names of its weight releases (declared in :mod:`mlfuse.weights.releases`; releases
-    declared there with ``model=name`` join the card on registration); ``default_weights``: the release
-    (or packaged file) used when the user gives none, ``None`` if weights must be supplied;
+    ``releases``: its weight releases, :class:`~mlfuse.weights.store.WeightsRelease` objects (a card may
+    list them by name; registration puts the declared objects in their place, and releases declared with
+    ``model=name`` in :mod:`mlfuse.weights.releases` join the card), names in :attr:`release_names`;
+    ``default_weights``: the release (or packaged file) used when the user gives none, ``None`` if
+    weights must be supplied;
     ``tasks``: the values the builder's ``task`` option takes, the first its default (empty: no variants);
     ``paper_color``: the method's own ``--color paper`` round trip (``(model, structural, functional,
     output_rule) -> uint8 image``, see :func:`mlfuse.models.smfnet.color.paper_color`), ``None`` for the
@@ -65,7 +67,7 @@ class ModelCard:
     min_size: tuple[int, int] = (1, 1)
     size_multiple: int = 1
     output_rule: str = "minmax"
-    releases: tuple[str, ...] = ()
+    releases: tuple[WeightsRelease, ...] = ()
     default_weights: str | None = None
     needs_weights: bool = True
     notes: str = ""
@@ -73,6 +75,11 @@ class ModelCard:
     paper_color: Callable[..., object] | None = None
     tiling: object | None = None
     recipe: Recipe | None = None
+
+    @property
+    def release_names(self) -> tuple[str, ...]:
+        """The names of :attr:`releases`, in order (the first listed are the card's own)."""
+        return tuple(r if isinstance(r, str) else r.name for r in self.releases)
 
 
 _MODELS: dict[str, ModelCard] = {}
@@ -86,14 +93,14 @@ def register_model(card: ModelCard) -> ModelCard:
     if card.name in _MODELS:
         raise ValueError(f"model '{card.name}' registered twice")
     declared = {r.name: r for r in declared_releases()}
-    for name in card.releases:
+    listed = card.release_names
+    for name in listed:
         if name not in declared:
             raise ValueError(f"model '{card.name}': release '{name}' is not declared")
         if declared[name].model not in ("", card.name):
             raise ValueError(f"model '{card.name}': release '{name}' belongs to '{declared[name].model}'")
-    extra = tuple(n for n, r in sorted(declared.items()) if r.model == card.name and n not in card.releases)
-    if extra:
-        card = replace(card, releases=card.releases + extra)
+    extra = tuple(n for n, r in sorted(declared.items()) if r.model == card.name and n not in listed)
+    card = replace(card, releases=tuple(declared[n] for n in listed + extra))
     if card.recipe is not None:
         if card.recipe.name != card.name:
             raise ValueError(f"model '{card.name}': its recipe is named '{card.recipe.name}'")
@@ -138,15 +145,14 @@ def release_model(release: WeightsRelease) -> str | None:
     """The method a release belongs to: its declared ``model``, else the card that lists it."""
     if release.model:
         return release.model
-    return next((c.name for c in _MODELS.values() if release.name in c.releases), None)
+    return next((c.name for c in _MODELS.values() if release.name in c.release_names), None)
 
 
 def releases_of(name: str) -> list[WeightsRelease]:
     """Every release of method ``name``: those its card lists, then any other declared for it."""
     card = get_card(name)
-    names = list(card.releases)
-    names += [r.name for r in list_releases() if r.name not in names and release_model(r) == name]
-    return [get_release(n) for n in names]
+    names = list(card.release_names)
+    return list(card.releases) + [r for r in list_releases() if r.name not in names and release_model(r) == name]
 
 
 def model_for_weights(weights: str | Path | None) -> str | None:
@@ -168,7 +174,7 @@ def _resolve(card: ModelCard, weights: str | Path | None) -> tuple[Path | None, 
         return None, None
     if isinstance(weights, str) and weights == "default":
         if card.default_weights is None:
-            names = ", ".join(card.releases)
+            names = ", ".join(card.release_names)
             raise WeightsNotFoundError(
                 f"model '{card.name}' ships no default weights: pass --weights FILE"
                 + (f" or a release ({names}; `mlfuse weights fetch NAME` downloads it)" if names else
@@ -187,7 +193,7 @@ def _resolve(card: ModelCard, weights: str | Path | None) -> tuple[Path | None, 
     path = Path(weights)
     if not path.exists():
         if isinstance(weights, str) and not path.suffix and "/" not in weights:
-            known = ", ".join(card.releases) or "none"
+            known = ", ".join(card.release_names) or "none"
             raise WeightsNotFoundError(f"weights '{weights}': no such file, nor a release "
                                        f"(releases of {card.name}: {known}; all: `mlfuse models`)")
         raise WeightsNotFoundError(f"{path}: no such weights file")
@@ -197,7 +203,7 @@ def _resolve(card: ModelCard, weights: str | Path | None) -> tuple[Path | None, 
 def _release_of_file(card: ModelCard, path: Path) -> WeightsRelease | None:
     """A file that is a known release of ``card`` by its digest; computed only where a release fixes the
     task (CDDFuse's IVF and MIF checkpoints have the same keys: only the content tells them apart)."""
-    if not any(get_release(n).tasks for n in card.releases):
+    if not any(r.tasks for r in card.releases):
         return None
     rel = find_release_by_digest(*digests(path))
     return rel if rel is not None and release_model(rel) == card.name else None

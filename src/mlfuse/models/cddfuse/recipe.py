@@ -1,7 +1,7 @@
 """CDDFuse's two-phase training recipe (``train.py``; ``shared/specs/cddfuse.md`` §4, common §4-5), as data.
 
 * Data: 128 x 128 patches on a stride-200 grid of every training pair with the low-contrast filter
-  (:class:`mlfuse.data.patches.PatchDataset`), cut on the fly from plain folders; batch 8, no augmentation.
+  (:class:`mlfuse.train.patches.PatchDataset`), cut on the fly from plain folders; batch 8, no augmentation.
 * 120 epochs: Phase I (epochs 0-39) trains encoder + decoder on reconstruction + decomposition,
   Phase II (40-119) everything on the fusion loss (:mod:`mlfuse.models.cddfuse.losses`).
 * One Adam (lr 1e-4) per sub-network and one ``StepLR(20, 0.5)`` each, stepped per epoch; the fusion
@@ -23,10 +23,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from mlfuse.data.patches import PatchDataset
 from mlfuse.models.cddfuse import losses as cdd_losses
 from mlfuse.train.config import Config
 from mlfuse.train.data import collect_pairs, item_rng
+from mlfuse.train.patches import PatchDataset
 from mlfuse.train.recipe import Recipe, unwrap
 
 #: every logged term, in a fixed order (a phase that does not compute a term logs NaN)

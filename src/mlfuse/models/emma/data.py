@@ -28,9 +28,9 @@ from tqdm import tqdm
 from mlfuse.data.gray import luma_float32
 from mlfuse.data.io import read_image
 from mlfuse.data.pairs import Pair
-from mlfuse.data.patches import grid, is_low_contrast
 from mlfuse.errors import InputError
 from mlfuse.progress import bar_disabled
+from mlfuse.train.patches import grid, is_low_contrast
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 

@@ -3,7 +3,7 @@
 One recipe, three stages chosen by the ``stage`` setting:
 
 * ``stage="fuser"`` (default; spec §3.2): the U-Fuser from PyTorch's default init on CDDFuse-pipeline
-  patches (128 x 128, stride 200, contrast filter; :class:`mlfuse.data.patches.PatchDataset`), batch 4,
+  patches (128 x 128, stride 200, contrast filter; :class:`mlfuse.train.patches.PatchDataset`), batch 4,
   120 epochs, one Adam (lr 1e-4, no weight decay), ``StepLR(20, 0.5)`` per epoch, **no clipping and no
   lr floor** (quirk 11). Each step computes the equivariant loss of :mod:`mlfuse.models.emma.losses`
   through the frozen pseudo-sensing networks ``ai_weights`` / ``av_weights`` (the authors' ``Ai.pth`` /
@@ -31,13 +31,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from mlfuse.data.patches import PatchDataset
 from mlfuse.errors import MLFuseError
 from mlfuse.models.emma import losses as emma_losses
 from mlfuse.models.emma.data import PseudoSensingPatches
 from mlfuse.models.emma.network import UNet5, load_unet5
 from mlfuse.train.config import Config
 from mlfuse.train.data import collect_pairs, item_rng
+from mlfuse.train.patches import PatchDataset
 from mlfuse.train.recipe import Recipe
 
 STAGES = ("fuser", "ai", "av")

@@ -14,7 +14,7 @@ CARD = register_model(ModelCard(
     min_size=(MLFNet.MIN_SIZE, MLFNet.MIN_SIZE),
     size_multiple=1,
     output_rule="minmax",
-    releases=(OWN_RELEASE.name, PAPER_RELEASE.name),
+    releases=(OWN_RELEASE, PAPER_RELEASE),
     # mlfuse's own weights ship in the package, so `mlfuse fuse` works offline out of the box.
     default_weights=OWN_RELEASE.name,
     notes="input 1 = visible/MRI, input 2 = infrared/CT/PET/SPECT; any H, W >= 15",
