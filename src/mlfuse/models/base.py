@@ -9,7 +9,17 @@ import numpy as np
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from mlfuse.inference.fuse import FolderReport, FuseOptions
+
+
+def _pipeline() -> ModuleType:
+    """The fusion pipeline (:mod:`mlfuse.inference.fuse`), a layer above the models: the one import
+    that runs back up, deferred to the first ``fuse`` call (see the README's Architecture)."""
+    from mlfuse.inference import fuse
+
+    return fuse
 
 
 class FusionModel(nn.Module):
@@ -40,14 +50,10 @@ class FusionModel(nn.Module):
         :class:`~mlfuse.inference.fuse.FuseOptions`, or its fields as keywords (``color``, ``output_rule``,
         ``precision``, ``tile``, ...).
         """
-        from mlfuse.inference.fuse import fuse_pair
-
-        return fuse_pair(self, structural, functional, options, **changes)
+        return _pipeline().fuse_pair(self, structural, functional, options, **changes)
 
     def fuse_folder(self, structural_dir: str | Path, functional_dir: str | Path, out_dir: str | Path,
                     **options: object) -> FolderReport:
         """Fuse every pair of two folders (paired by file stem) into ``out_dir``; see
         :func:`mlfuse.inference.fuse.fuse_folder`."""
-        from mlfuse.inference.fuse import fuse_folder
-
-        return fuse_folder(self, structural_dir, functional_dir, out_dir, **options)
+        return _pipeline().fuse_folder(self, structural_dir, functional_dir, out_dir, **options)
