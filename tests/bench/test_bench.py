@@ -311,3 +311,47 @@ def test_bench_device_option_takes_cuda_n(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "--device", "cuda:x"])
     assert "invalid device 'cuda:x'" in capsys.readouterr().err
+
+
+def test_per_megapixel_runs_as_tile_auto_would(random_model):
+    """A size whose estimate fits the budget runs untiled; one that does not, in tiles that fit it."""
+    from mlfuse.bench.efficiency import measure_scaled
+
+    fits = measure_scaled(random_model, "net", (40, 52), gpu=False)
+    tiled = measure_scaled(random_model, "net", (40, 52), budget_mb=1, gpu=False)
+    assert fits.mode == "untiled" and fits.cpu_s > 0 and fits.error is None
+    assert tiled.mode.startswith("tiled ") and 0 < int(tiled.mode.split()[1]) < 52 and tiled.cpu_s > 0
+
+
+def test_bench_per_megapixel_table(dataset, tmp_path, random_weights):
+    """scaling_sizes adds a per-megapixel table for the networks (not the classical methods) to the page,
+    scaling.md/.csv and bench.json; --efficiency-only measures it again."""
+    cfg = _config(dataset, tmp_path, ["average", f"net=mlfuse:{random_weights}"])
+    cfg.efficiency, cfg.size, cfg.repeats, cfg.threads = True, (16, 16), 1, 1
+    cfg.scaling_sizes, cfg.tile_budget_mb = [(24, 32), (64, 80)], 2.0
+    result = run_bench(cfg, quiet=True)
+    assert [(r.label, r.size) for r in result.scaling] == [("net", (24, 32)), ("net", (64, 80))]
+    assert result.scaling[0].mode == "untiled" and result.scaling[1].mode.startswith("tiled ")
+    assert all(r.error is None and r.cpu_s > 0 and r.cpu_peak_mb is not None for r in result.scaling)
+    page = (cfg.out / "README.md").read_text()
+    assert "### Memory and time per megapixel" in page and "a 2 MB tile budget" in page
+    table = (cfg.out / "scaling.md").read_text()
+    assert "| net | 64×80 | 0.01 | tiled " in table and "average" not in table
+    assert len(json.loads((cfg.out / "bench.json").read_text())["scaling"]) == 2
+    cfg.scaling_sizes = [(24, 32)]
+    runner.update_efficiency(cfg, quiet=True)
+    assert len(json.loads((cfg.out / "bench.json").read_text())["scaling"]) == 1
+    assert (cfg.out / "README.md").read_text().count("### Memory and time per megapixel") == 1
+
+
+def test_config_scaling_keys(tmp_path):
+    path = tmp_path / "b.toml"
+    path.write_text('methods = ["mlfuse"]\nscaling_sizes = ["1000x1000", "2000x2000"]\ntile_budget = 512\n')
+    cfg = load_config(path)
+    assert cfg.scaling_sizes == [(1000, 1000), (2000, 2000)] and cfg.tile_budget_mb == 512.0
+    path.write_text('methods = ["mlfuse"]\ndatasets = [{name = "x", root = "."}]\ntile_budget = 0\n')
+    with pytest.raises(MLFuseError, match="tile_budget must be a positive"):
+        check_config(load_config(path))
+    path.write_text('methods = ["mlfuse"]\nscaling_sizes = ["big"]\n')
+    with pytest.raises(MLFuseError, match="size 'big': expected HxW"):
+        load_config(path)

@@ -90,6 +90,10 @@ class BenchConfig:
     tile: int = 256  # figure tile height in pixels
     efficiency: bool = True
     size: tuple[int, int] = (480, 640)  # efficiency input size (H, W)
+    # memory and time per megapixel: each network at these sizes, run as `--tile auto` would (untiled when
+    # its estimate fits the tile budget, else in tiles that fit it), one forward each in a fresh process
+    scaling_sizes: list[tuple[int, int]] = field(default_factory=list)
+    tile_budget_mb: float | None = None  # the scaling runs' tile budget (None: mlfuse's default)
     repeats: int = 5
     isolate: bool = True  # efficiency: a fresh process per method (peak RSS per method)
     device: str = "auto"
@@ -193,7 +197,7 @@ def _method(entry: str | dict) -> MethodSpec:
 
 _KEYS = {"methods", "datasets", "out", "cache", "profiles", "profile", "metrics", "slow", "weights_files",
          "figures", "tile", "efficiency", "size", "repeats", "isolate", "device", "threads", "color",
-         "precision", "title", "command", "notes"}
+         "precision", "title", "command", "notes", "scaling_sizes", "tile_budget"}
 
 
 def load_config(path: str | Path) -> BenchConfig:
@@ -229,6 +233,8 @@ def load_config(path: str | Path) -> BenchConfig:
         tile=int(doc.get("tile", 256)),
         efficiency=bool(doc.get("efficiency", True)),
         size=parse_size(doc.get("size", "480x640")),
+        scaling_sizes=[parse_size(s) for s in doc.get("scaling_sizes", [])],
+        tile_budget_mb=float(doc["tile_budget"]) if doc.get("tile_budget") is not None else None,
         repeats=int(doc.get("repeats", 5)),
         isolate=bool(doc.get("isolate", True)),
         device=str(doc.get("device", "auto")),
@@ -260,6 +266,8 @@ def check_config(cfg: BenchConfig) -> None:
             prof.metric(m)
     if cfg.repeats < 1:
         raise MLFuseError(f"repeats must be >= 1, got {cfg.repeats}")
+    if cfg.tile_budget_mb is not None and not cfg.tile_budget_mb > 0:
+        raise MLFuseError(f"tile_budget must be a positive number of megabytes, got {cfg.tile_budget_mb}")
     if cfg.tile < 16:
         raise MLFuseError(f"tile must be >= 16 pixels, got {cfg.tile}")
     known = {d.name for d in cfg.datasets}

@@ -8,6 +8,10 @@
 * time: median wall time of ``repeats`` calls of ``fusion_forward`` on random B = 1 inputs after
   two warm-up calls, under ``inference_mode``, on the CPU and, if present, on the GPU
   (synchronised). It is the method's own computation: no image I/O, colour or output rule;
+* per megapixel (:func:`measure_scaled`, ``scaling_sizes``): one forward at a large size, decided as
+  ``--tile auto`` decides (untiled when the method's measured per-pixel estimate fits the tile budget,
+  else tiled in tiles that fit it; :func:`mlfuse.inference.tiling.resolve_tile`), after a warm-up on a
+  small crop: seconds, seconds per megapixel, peak memory and peak bytes per input pixel;
 * peak memory: on the GPU ``torch.cuda.max_memory_allocated`` during the timed calls; on the CPU
   the peak resident set during the calls minus the resident set just before them, measured in a fresh
   process per method (``isolate=True``); in-process it would only be a lower bound and is not reported.
@@ -46,6 +50,75 @@ class Efficiency:
     gpu_s: float | None = None
     gpu_peak_mb: float | None = None
     error: str | None = None
+    mode: str | None = None  # per-megapixel rows: "untiled" or "tiled N" (N x N-pixel tiles)
+
+
+def _scaled_mode(model: torch.nn.Module, size: tuple[int, int], budget_mb: float | None,
+                 device: torch.device) -> int | None:
+    """The tile size ``--tile auto`` would use for ``size`` (``None``: untiled)."""
+    from mlfuse.inference.tiling import default_budget, resolve_tile
+
+    workers = (model.workers or torch.get_num_threads()) if device.type == "cpu" else 1
+    budget = default_budget(device) if budget_mb is None else int(budget_mb * 2**20)
+    return resolve_tile("auto", model, *size, budget, workers)
+
+
+def _forward(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, tile: int | None, device: torch.device,
+             sync: bool) -> float:
+    from mlfuse.inference.tiling import tiled_forward
+
+    workers = (model.workers or torch.get_num_threads()) if device.type == "cpu" else 1
+    with torch.inference_mode():
+        if sync:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        if tile is None:
+            model.fusion_forward(x.to(device), y.to(device))
+        else:
+            tiled_forward(model, x, y, tile, workers=workers)
+        if sync:
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+
+def measure_scaled(model: torch.nn.Module, label: str, size: tuple[int, int], *, budget_mb: float | None = None,
+                   gpu: bool | None = None, cpu_peak: bool = False) -> Efficiency:
+    """One forward of ``model`` at ``size`` = (H, W) as ``--tile auto`` runs it (``mode``: untiled or the
+    tile size), on the CPU and, if present, the GPU, after a warm-up on a small crop. ``cpu_peak``:
+    report the CPU peak-RSS growth (meaningful only in a fresh process)."""
+    h, w = size
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 1, h, w, generator=gen)
+    y = torch.rand(1, 1, h, w, generator=gen)
+    card = getattr(model, "card", None)
+    mh, mw = getattr(card, "min_size", (1, 1))
+    crop = (slice(0, max(64, mh)), slice(0, max(64, mw)))
+    cpu = torch.device("cpu")
+    tile = _scaled_mode(model, size, budget_mb, cpu)
+    eff = Efficiency(label, (h, w), params=sum(p.numel() for p in model.parameters()),
+                     cpu_threads=torch.get_num_threads(), mode="untiled" if tile is None else f"tiled {tile}")
+    with torch.inference_mode():  # oneDNN primitives and the allocator, before the measured forward
+        model.fusion_forward(x[..., crop[0], crop[1]].contiguous(), y[..., crop[0], crop[1]].contiguous())
+    peak = PeakRSS()
+    peak.start()
+    eff.cpu_s = _forward(model, x, y, tile, cpu, sync=False)
+    if cpu_peak:
+        eff.cpu_peak_mb = peak.stop()
+    if gpu is None:
+        gpu = torch.cuda.is_available()
+    if gpu:
+        dev = torch.device("cuda")
+        model = model.to(dev)
+        tile_gpu = _scaled_mode(model, size, budget_mb, dev)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        eff.gpu_s = _forward(model, x, y, tile_gpu, dev, sync=True)
+        eff.gpu_peak_mb = (torch.cuda.max_memory_allocated() - base) / 2**20
+        if tile_gpu != tile:
+            eff.mode += f" (GPU: {'untiled' if tile_gpu is None else f'tiled {tile_gpu}'})"
+        model.to("cpu")
+    return eff
 
 
 def count_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float | None:
@@ -151,10 +224,12 @@ def measure(model: torch.nn.Module, label: str, size: tuple[int, int], repeats: 
 
 
 def measure_isolated(model_name: str, weights: str | None, kwargs: dict, label: str, size: tuple[int, int],
-                     repeats: int, threads: int | None) -> Efficiency:
-    """:func:`measure` in a fresh Python process, so the CPU peak memory is this method's alone."""
+                     repeats: int, threads: int | None, *, scaled: bool = False,
+                     budget_mb: float | None = None) -> Efficiency:
+    """:func:`measure` (or, ``scaled``, :func:`measure_scaled`) in a fresh Python process, so the CPU peak
+    memory is this method's alone."""
     job = {"model": model_name, "weights": weights, "kwargs": kwargs, "label": label, "size": list(size),
-           "repeats": repeats, "threads": threads}
+           "repeats": repeats, "threads": threads, "scaled": scaled, "budget_mb": budget_mb}
     proc = subprocess.run([sys.executable, "-m", "mlfuse.bench.efficiency", json.dumps(job)],
                           capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     lines = proc.stdout.strip().splitlines()
@@ -173,7 +248,11 @@ def _child(job: dict) -> None:
         torch.set_num_threads(int(job["threads"]))
     try:
         model = create_model(job["model"], weights=job["weights"], device="cpu", **job["kwargs"])
-        eff = measure(model, job["label"], tuple(job["size"]), job["repeats"], cpu_peak=True)
+        if job.get("scaled"):
+            eff = measure_scaled(model, job["label"], tuple(job["size"]), budget_mb=job.get("budget_mb"),
+                                 cpu_peak=True)
+        else:
+            eff = measure(model, job["label"], tuple(job["size"]), job["repeats"], cpu_peak=True)
     except MLFuseError as exc:
         eff = Efficiency(job["label"], tuple(job["size"]), error=str(exc))
     print(json.dumps(asdict(eff)))

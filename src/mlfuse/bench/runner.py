@@ -22,7 +22,7 @@ from mlfuse.bench.cache import MethodCache, default_root, slug
 from mlfuse.bench.config import BenchConfig, DatasetSpec, FigureSpec, MethodSpec, check_config
 from mlfuse.bench.efficiency import Efficiency, measure, measure_isolated
 from mlfuse.bench.figures import comparison_figure, write_png
-from mlfuse.bench.tables import efficiency_csv, efficiency_markdown, markdown_table, summary_csv
+from mlfuse.bench.tables import efficiency_csv, efficiency_markdown, markdown_table, scaling_markdown, summary_csv
 from mlfuse.data.io import read_image, write_image
 from mlfuse.data.pairs import Pair, find_modality_dirs, pair_folders
 from mlfuse.errors import MLFuseError, OutputError, WeightsNotFoundError
@@ -88,6 +88,7 @@ class BenchResult:
     efficiency: list[Efficiency]
     machine: dict
     files: list[Path] = field(default_factory=list)
+    scaling: list[Efficiency] = field(default_factory=list)  # per megapixel: method x scaling size
 
 
 def resolve_method_weights(spec: MethodSpec, card: ModelCard, weights_files: dict[str, Path]) -> Path | None:
@@ -264,6 +265,30 @@ def _efficiency(states: list[MethodState], cfg: BenchConfig, quiet: bool) -> lis
     return rows
 
 
+def _scaling(states: list[MethodState], cfg: BenchConfig, quiet: bool) -> list[Efficiency]:
+    """Memory and time per megapixel: every network method (the classical ones have no tiling and no
+    per-pixel estimate) at each of ``cfg.scaling_sizes``, one forward each in a fresh process, untiled
+    or tiled as ``--tile auto`` decides with ``cfg.tile_budget_mb``."""
+    rows: list[Efficiency] = []
+    done: set[str] = set()
+    jobs = [(state, size) for state in states for size in cfg.scaling_sizes]
+    for state, size in tqdm(jobs, desc="per megapixel", unit="run", disable=bar_disabled(quiet) or not jobs):
+        label = state.spec.label
+        if state.card is not None and not state.card.needs_weights and state.card.recipe is None:
+            continue  # a classical method
+        arch = json.dumps([state.spec.model, state.spec.kwargs, size], sort_keys=True, default=str)
+        if arch in done:  # same architecture, other weights: same cost
+            continue
+        done.add(arch)
+        if state.error:
+            rows.append(Efficiency(label, size, error=state.error))
+            continue
+        rows.append(measure_isolated(state.spec.model, str(state.weights) if state.weights else None,
+                                     state.spec.kwargs, label, size, 1, cfg.threads, scaled=True,
+                                     budget_mb=cfg.tile_budget_mb))
+    return rows
+
+
 PAGE_FILES = ("README.md", "bench.json")
 
 
@@ -311,6 +336,7 @@ def run_bench(cfg: BenchConfig, *, overwrite: bool = False, recompute: bool = Fa
             finished += 1
         if cfg.efficiency:
             result.efficiency = _efficiency(states, cfg, quiet)
+            result.scaling = _scaling(states, cfg, quiet)
     except BaseException as exc:  # interrupted or failed: the datasets finished so far are still written
         if finished and (overwrite or not any((out_dir / n).exists() for n in PAGE_FILES)):
             why = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped by {_one_line(exc)}"
@@ -350,6 +376,9 @@ def write_outputs(result: BenchResult, out_dir: Path) -> list[Path]:
     if result.efficiency:
         files.append(write_text(out_dir / "efficiency.md", efficiency_markdown(result.efficiency), overwrite=True))
         files.append(write_text(out_dir / "efficiency.csv", efficiency_csv(result.efficiency), overwrite=True))
+    if result.scaling:
+        files.append(write_text(out_dir / "scaling.md", scaling_markdown(result.scaling), overwrite=True))
+        files.append(write_text(out_dir / "scaling.csv", efficiency_csv(result.scaling), overwrite=True))
     files.append(write_text(out_dir / "bench.json", _json(result), overwrite=True))
     files.append(write_text(out_dir / "README.md", render_page(result, out_dir), overwrite=True))
     return files
@@ -362,6 +391,7 @@ def _json(result: BenchResult) -> str:
         "methods": [asdict(m) for m in result.config.methods],
         "datasets": [],
         "efficiency": [asdict(e) for e in result.efficiency],
+        "scaling": [asdict(e) for e in result.scaling],
     }
     for ds in result.datasets:
         doc["datasets"].append({
@@ -423,13 +453,24 @@ def render_page(result: BenchResult, out_dir: Path) -> str:
             lines += ["<details><summary>Problems</summary>", ""] + [f"* {p}" for p in ds.problems] + ["",
                                                                                                        "</details>", ""]
     if result.efficiency:
-        lines += efficiency_section(result.efficiency, cfg)
+        lines += efficiency_section(result.efficiency, cfg, scaling=result.scaling)
     return "\n".join(lines).rstrip() + "\n"
 
 
-def efficiency_section(rows: list[Efficiency], cfg: BenchConfig, measured: str | None = None) -> list[str]:
-    """The page's ``## Efficiency`` section; ``measured`` says when and where, if not with the rest of the page."""
+def efficiency_section(rows: list[Efficiency], cfg: BenchConfig, measured: str | None = None,
+                       scaling: list[Efficiency] | None = None) -> list[str]:
+    """The page's ``## Efficiency`` section (with its per-megapixel table when ``scaling`` has rows);
+    ``measured`` says when and where, if not with the rest of the page."""
     h, w = cfg.size
+    tail: list[str] = []
+    if scaling:
+        budget = "mlfuse's default tile budget" if cfg.tile_budget_mb is None else \
+            f"a {cfg.tile_budget_mb:g} MB tile budget"
+        tail = ["", "### Memory and time per megapixel", "",
+                "Each network at each size, one forward of random inputs in a fresh process, run as "
+                f"`--tile auto` runs it with {budget}: untiled when the method's measured per-pixel estimate "
+                "fits the budget, else tiled (\"run as\" gives the tile size). CPU peak: the resident set's "
+                "growth during the forward; B / px divides it by the input pixels.", "", scaling_markdown(scaling)]
     return ["## Efficiency", "",
             f"One {h}×{w} pair (H×W), batch 1, the method's own computation (`fusion_forward`, no I/O): "
             f"median of {cfg.repeats} runs after 2 warm-ups. FLOPs by `torch.utils.flop_counter."
@@ -438,7 +479,7 @@ def efficiency_section(rows: list[Efficiency], cfg: BenchConfig, measured: str |
             "resident set during the timed runs minus the resident set just before them"
             + (" (a fresh process per method, its own VmHWM reset before the runs)." if cfg.isolate
                else " (not measured in-process)."),
-            "", *([measured, ""] if measured else []), efficiency_markdown(rows)]
+            "", *([measured, ""] if measured else []), efficiency_markdown(rows), *tail]
 
 
 def update_efficiency(cfg: BenchConfig, *, quiet: bool = False, report: Callable[[str], None] | None = None,
@@ -465,6 +506,7 @@ def update_efficiency(cfg: BenchConfig, *, quiet: bool = False, report: Callable
         if st.error:
             say(f"method {st.spec.label}: {st.error}")
     rows = _efficiency(states, cfg, quiet)
+    scaling = _scaling(states, cfg, quiet)
     mach = machine()
     date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     measured = (f"Measured {date[:10]} (after the tables above) on: {mach.get('cpu')} ({mach.get('logical_cpus')} "
@@ -473,10 +515,14 @@ def update_efficiency(cfg: BenchConfig, *, quiet: bool = False, report: Callable
                 + ")" + (f" by `{command}`" if command else "") + ".")
     head = text.split("\n## Efficiency\n", 1)[0].rstrip()
     doc["efficiency"] = [asdict(e) for e in rows]
+    doc["scaling"] = [asdict(e) for e in scaling]
     doc["efficiency_measured"] = {"date": date, "machine": mach, "command": command}
     write_text(out_dir / "efficiency.md", efficiency_markdown(rows), overwrite=True)
     write_text(out_dir / "efficiency.csv", efficiency_csv(rows), overwrite=True)
+    if scaling:
+        write_text(out_dir / "scaling.md", scaling_markdown(scaling), overwrite=True)
+        write_text(out_dir / "scaling.csv", efficiency_csv(scaling), overwrite=True)
     write_text(doc_path, json.dumps(doc, indent=1, allow_nan=True, default=str) + "\n", overwrite=True)
-    write_text(page, head + "\n\n" + "\n".join(efficiency_section(rows, cfg, measured)).rstrip() + "\n",
+    write_text(page, head + "\n\n" + "\n".join(efficiency_section(rows, cfg, measured, scaling)).rstrip() + "\n",
                overwrite=True)
     return rows

@@ -93,11 +93,35 @@ def efficiency_markdown(rows: list[Efficiency]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def scaling_markdown(rows: list[Efficiency]) -> str:
+    """Memory and time per megapixel: one row per method and size."""
+    gpu = any(r.gpu_s is not None for r in rows)
+    header = ["method", "size (H×W)", "MP", "run as", "CPU s", "CPU s / MP", "CPU peak MB", "CPU peak B / px"]
+    if gpu:
+        header += ["GPU s", "GPU peak MB"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        h, w = r.size
+        mp = h * w / 1e6
+        head = [_cell(r.label), f"{h}×{w}", _num(mp, ".2f")]
+        if r.error:
+            cells = head + [f"failed: {_cell(r.error)}"] + ["—"] * (len(header) - 4)
+        else:
+            per_px = None if r.cpu_peak_mb is None else r.cpu_peak_mb * 2**20 / (h * w)
+            cells = [*head, _cell(r.mode or ""), _num(r.cpu_s, ".2f"),
+                     _num(None if r.cpu_s is None else r.cpu_s / mp, ".2f"), _num(r.cpu_peak_mb, ".0f"),
+                     _num(per_px, ".0f")]
+            if gpu:
+                cells += [_num(r.gpu_s, ".3f"), _num(r.gpu_peak_mb, ".0f")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def efficiency_csv(rows: list[Efficiency]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     fields = ["label", "size", "params", "flops", "cpu_s", "cpu_threads", "cpu_peak_mb", "gpu_s", "gpu_peak_mb",
-              "error"]
+              "error", "mode"]
     writer.writerow(fields)
     for r in rows:
         writer.writerow(["x".join(map(str, r.size)) if f == "size" else ("" if getattr(r, f) is None else getattr(r, f))
