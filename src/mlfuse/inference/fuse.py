@@ -1,14 +1,18 @@
 """The fusion pipeline shared by every method: roles, padding, precision, output rule, colour.
 
-``fuse_pair(model, structural, functional)``:
+``fuse_pair(model, structural, functional, options)`` (``options``: one :class:`FuseOptions`, or its
+fields as keywords):
 
 1. read both inputs (paths, arrays, PIL images or tensors); they must have the same size and not be
    the same file;
-2. the network sees gray float32 in [0, 1] (PIL luma / 255 for 8-bit, as the MLFuse authors);
+2. the network sees gray float32 in [0, 1] (PIL luma / 255 for 8-bit, as the MLFuse authors); the
+   luma is kept as integers and converted per tile, so a tiled run holds no whole-image float input;
 3. inputs smaller than the method's minimum (or not a multiple of its size factor) are
-   reflect-padded, and the output is cropped back;
+   reflect-padded, and the output is cropped back; images that do not fit the tile budget run in
+   exact tiles (:mod:`mlfuse.inference.tiling`);
 4. the raw output becomes 8 bits by the output rule: ``minmax`` (the authors': per-image min-max,
-   x255, truncation) or ``clamp`` (unstretched: clamp to [0, 1], x255, round);
+   x255, truncation), ``minmax-round`` (the CDDFuse family's scripts) or ``clamp`` (unstretched:
+   clamp to [0, 1], x255, round), in row strips;
 5. if a source is colour, its chroma is restored around the fused luma (``mlfuse.data.color``).
 
 A raw output holding NaN or infinity (broken weights, an overflow in reduced precision) fails the
