@@ -170,3 +170,18 @@ def test_integer_inputs_give_the_float_inputs_output_tiled_and_untiled(random_mo
     assert np.array_equal(run_network(random_model, a16, b8.astype(np.uint16) * 257, tile=24, scale=65535.0),
                           run_network(random_model, a16.astype(np.float32) / np.float32(65535),
                                       (b8.astype(np.uint16) * 257).astype(np.float32) / np.float32(65535), tile=24))
+
+
+def test_images_of_other_scales_and_types_fuse_as_their_float_values(random_model) -> None:
+    """Integer luma goes per tile only for integer pixels on one scale; anything else (float pixels, or
+    8- and 16-bit together) goes as float32 [0, 1], as before."""
+    from mlfuse.data.io import Image
+
+    rng = np.random.default_rng(6)
+    a8, b8 = (rng.integers(0, 256, (20, 30), dtype=np.uint8) for _ in range(2))
+    want = fuse_pair(random_model, a8, b8, color="gray")
+    as_float = fuse_pair(random_model, Image(a8.astype(np.float32), 255), Image(b8.astype(np.float32), 255),
+                         color="gray")
+    assert np.array_equal(as_float, want)
+    mixed = fuse_pair(random_model, a8, b8.astype(np.uint16) * 257, color="gray")  # 8-bit + 16-bit
+    assert np.array_equal(mixed, want)  # b8 * 257 / 65535 == b8 / 255 in float32

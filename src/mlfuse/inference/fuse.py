@@ -239,10 +239,12 @@ def fuse_images(model: nn.Module, structural: Image, functional: Image, options:
     try:
         if paper is not None:  # the method's own authors' inputs + colour round trip (e.g. SMFNet's float YCrCb)
             return paper(lambda s, f: run_network(model, s, f, opt), structural, functional)
-        if structural.maxval != functional.maxval:  # one scale for both: float32 [0, 1] copies
-            s_in, f_in, scale = structural.gray(), functional.gray(), None
-        else:  # integer luma (1-2 bytes a pixel), converted per tile: the same float32 values
+        integer = all(im.pixels.dtype.kind in "ui" for im in (structural, functional))
+        if integer and structural.maxval == functional.maxval:
+            # integer luma (1-2 bytes a pixel), converted per tile: the same float32 values as gray()
             s_in, f_in, scale = structural.luma(), functional.luma(), structural.maxval
+        else:  # two scales (e.g. 8- and 16-bit): float32 [0, 1] copies
+            s_in, f_in, scale = structural.gray(), functional.gray(), None
         raw = run_network(model, s_in, f_in, opt, scale=scale)
         del s_in, f_in
     except FusionError as exc:
