@@ -355,3 +355,10 @@ def test_config_scaling_keys(tmp_path):
     path.write_text('methods = ["mlfuse"]\nscaling_sizes = ["big"]\n')
     with pytest.raises(MLFuseError, match="size 'big': expected HxW"):
         load_config(path)
+
+
+def test_bad_colour_or_precision_is_refused_before_any_work(dataset, tmp_path):
+    for bad, match in ((dict(color="sepia"), "unknown colour mode 'sepia'"),
+                       (dict(precision="fp8"), "unknown precision")):
+        with pytest.raises(MLFuseError, match=match):
+            check_config(_config(dataset, tmp_path, ["average"], **bad))

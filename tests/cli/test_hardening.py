@@ -430,3 +430,10 @@ def test_no_prose_claims_a_particular_machine() -> None:
     for path, text in texts.items():
         for phrase in ("AMD EPYC", "2-core EPYC", "development machine", "this 2-core"):
             assert phrase not in text, f"{path}: says '{phrase}'; results files name their machine"
+
+
+def test_infinite_tile_budget_is_one_line(capsys) -> None:
+    code = main(["fuse", "--vis", "a.png", "--ir", "b.png", "-o", "c.png", "--tile-budget", "inf"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--tile-budget inf: expected a positive number of megabytes" in err
+    assert "Traceback" not in err

@@ -185,3 +185,34 @@ def test_images_of_other_scales_and_types_fuse_as_their_float_values(random_mode
     assert np.array_equal(as_float, want)
     mixed = fuse_pair(random_model, a8, b8.astype(np.uint16) * 257, color="gray")  # 8-bit + 16-bit
     assert np.array_equal(mixed, want)  # b8 * 257 / 65535 == b8 / 255 in float32
+
+
+def test_integer_pixels_become_the_exact_float32_quotient() -> None:
+    """Every 8- and 16-bit value divided on the CPU as numpy does, before any move to a device (CUDA
+    would divide by a host scalar as a multiplication by its reciprocal: not the same float32)."""
+    from mlfuse.inference.tiling import to_unit_float
+
+    for dtype, scale in ((np.uint8, 255), (np.uint16, 65535), (np.uint16, 4095)):
+        values = np.arange(np.iinfo(dtype).max + 1 if scale != 4095 else 4096, dtype=dtype)
+        want = values.astype(np.float32) / np.float32(scale)
+        got = to_unit_float(torch.from_numpy(values), scale).numpy()
+        assert got.dtype == np.float32 and np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_fuse_options_refuse_bad_values_in_one_line(random_model) -> None:
+    from mlfuse.inference.fuse import FuseOptions
+
+    a = np.zeros((8, 8), np.uint8)
+    for bad, match in ((dict(tile=float("inf")), "--tile 'inf'"), (dict(tile_budget_mb=float("inf")), "tile budget"),
+                       (dict(tile_budget_mb=True), "tile budget"), (dict(workers=True), "workers"),
+                       (dict(workers=0), "workers"), (dict(precision="fp8"), "unknown precision"),
+                       (dict(color="sepia"), "unknown colour mode"), (dict(output_rule="gamma"), "unknown output rule"),
+                       (dict(output="clamp"), "output is now output_rule")):
+        with pytest.raises(MLFuseError, match=match):
+            FuseOptions.of(None, **bad)
+    with pytest.raises(MLFuseError, match=r"must be a FuseOptions .* got str 'bf16'"):
+        run_network(random_model, a.astype(np.float32), a.astype(np.float32), "bf16")
+    with pytest.raises(MLFuseError, match="got dict"):
+        fuse_pair(random_model, a, a + 1, {"color": "gray"})
+    ok = FuseOptions(tile=0.0, tile_budget_mb=np.float32(64), workers=np.int64(2))
+    assert ok.tile == 0.0 and fuse_pair(random_model, a, a + 1, ok).shape == (8, 8)

@@ -359,3 +359,12 @@ def test_gpu_matches_cpu(random_emma_file: Path) -> None:
         d = E.fusion_losses(gpu, a_gpu, a_gpu, ir.cuda(), vi.cuda(), rows, cols)
     torch.testing.assert_close(d["Ft_hat"].cpu(), c["Ft_hat"], rtol=0, atol=1e-4)
     assert d["loss_total"].item() == pytest.approx(c["loss_total"].item(), rel=1e-4)
+
+
+def test_generator_spec_with_an_unknown_key_is_refused(tmp_path) -> None:
+    from mlfuse.data.pairs import Pair
+    from mlfuse.errors import InputError
+    from mlfuse.models.emma.data import fused_images
+
+    with pytest.raises(InputError, match=r"unknown key.*output.*'output' is now 'output_rule'"):
+        fused_images({"model": "average", "output": "minmax"}, [Pair("x", tmp_path / "a.png", tmp_path / "b.png")])

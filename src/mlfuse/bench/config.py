@@ -11,6 +11,7 @@ release's sha256: ``mlfuse:paper`` then runs the authors' checkpoint without fet
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tomllib
@@ -266,7 +267,10 @@ def check_config(cfg: BenchConfig) -> None:
             prof.metric(m)
     if cfg.repeats < 1:
         raise MLFuseError(f"repeats must be >= 1, got {cfg.repeats}")
-    if cfg.tile_budget_mb is not None and not cfg.tile_budget_mb > 0:
+    from mlfuse.inference.fuse import FuseOptions
+
+    FuseOptions(color=cfg.color, precision=cfg.precision)  # a bad colour or precision: one line, up front
+    if cfg.tile_budget_mb is not None and not (math.isfinite(cfg.tile_budget_mb) and cfg.tile_budget_mb > 0):
         raise MLFuseError(f"tile_budget must be a positive number of megabytes, got {cfg.tile_budget_mb}")
     if cfg.tile < 16:
         raise MLFuseError(f"tile must be >= 16 pixels, got {cfg.tile}")

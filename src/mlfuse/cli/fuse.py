@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     if folder_mode and not (s_path.is_dir() and f_path.is_dir()):
         file_one = f_path if s_path.is_dir() else s_path
         raise InputError(f"{file_one}: expected a folder like the other role's input (or give two files)")
-    if args.tile_budget is not None and not args.tile_budget > 0:
+    if args.tile_budget is not None and not (math.isfinite(args.tile_budget) and args.tile_budget > 0):
         raise MLFuseError(f"--tile-budget {args.tile_budget}: expected a positive number of megabytes")
     opts = FuseOptions(color=args.color, output_rule=args.output_rule, precision=args.precision, tile=args.tile,
                        tile_budget_mb=args.tile_budget,

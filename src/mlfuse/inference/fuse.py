@@ -21,6 +21,8 @@ pair with :class:`~mlfuse.errors.FusionError` instead of becoming a near-black i
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import warnings
 from collections.abc import Callable
@@ -46,7 +48,14 @@ from mlfuse.data.io import (
 )
 from mlfuse.data.pairs import Pairing, pair_folders
 from mlfuse.errors import FusionError, InputError, MLFuseError, OutputError, OutputExistsError
-from mlfuse.inference.tiling import default_budget, is_out_of_memory, parse_tile, resolve_tile, tiled_forward
+from mlfuse.inference.tiling import (
+    default_budget,
+    is_out_of_memory,
+    parse_tile,
+    resolve_tile,
+    tiled_forward,
+    to_unit_float,
+)
 from mlfuse.progress import bar_disabled
 from mlfuse.runtime import PRECISIONS, precision_dtype
 
@@ -85,20 +94,27 @@ class FuseOptions:
         if self.precision not in PRECISIONS:
             raise MLFuseError(f"unknown precision '{self.precision}' (choose from {', '.join(PRECISIONS)})")
         parse_tile(self.tile)
-        if self.tile_budget_mb is not None and not (isinstance(self.tile_budget_mb, (int, float))
-                                                    and self.tile_budget_mb > 0):
-            raise MLFuseError(f"tile budget {self.tile_budget_mb!r}: expected a positive number of megabytes")
-        if self.workers is not None and not (isinstance(self.workers, int) and self.workers >= 1):
+        budget = self.tile_budget_mb
+        if budget is not None and not (isinstance(budget, numbers.Real) and not isinstance(budget, bool)
+                                       and math.isfinite(budget) and budget > 0):
+            raise MLFuseError(f"tile budget {budget!r}: expected a positive number of megabytes")
+        if self.workers is not None and not (isinstance(self.workers, numbers.Integral)
+                                             and not isinstance(self.workers, bool) and self.workers >= 1):
             raise MLFuseError(f"workers {self.workers!r}: expected a positive whole number")
 
     @classmethod
     def of(cls, options: FuseOptions | None = None, **changes: object) -> FuseOptions:
         """``options`` (default: the defaults) with ``changes`` applied; an unknown name is one line."""
+        if options is not None and not isinstance(options, FuseOptions):
+            raise MLFuseError(f"fusion options must be a FuseOptions (or its fields as keywords, e.g. "
+                              f"precision='bf16'), got {type(options).__name__} {options!r}")
         base = options if options is not None else cls()
         unknown = sorted(set(changes) - {f.name for f in fields(cls)})
         if unknown:
+            renamed = {"output": "output_rule", "intensity": "output_rule"}
+            hint = "".join(f"; {k} is now {renamed[k]}" for k in unknown if k in renamed)
             raise MLFuseError(f"unknown fusion option(s) {', '.join(unknown)} (known: "
-                              f"{', '.join(f.name for f in fields(cls))})")
+                              f"{', '.join(f.name for f in fields(cls))}{hint})")
         return replace(base, **changes) if changes else base
 
 
@@ -144,9 +160,9 @@ def run_network(model: nn.Module, structural: np.ndarray, functional: np.ndarray
     if integer and scale is None:
         scale = float(np.iinfo(structural.dtype).max)
     if tile_size is None:
+        if integer:  # on the CPU: the same IEEE division as numpy's float32(pixels) / float32(scale)
+            s, f = to_unit_float(s, scale), to_unit_float(f, scale)
         s, f = s.to(device), f.to(device)
-        if integer:  # the same IEEE division as numpy's float32(pixels) / float32(scale)
-            s, f = s.to(torch.float32).div_(scale), f.to(torch.float32).div_(scale)
     dtype = precision_dtype(precision)
     try:
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32,

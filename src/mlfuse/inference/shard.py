@@ -98,7 +98,7 @@ def resolve_shard(option: str | None = None, environ: Mapping[str, str] | None =
 
 def shard_device(requested: str, shard: Shard) -> torch.device:
     """``cuda:LOCAL_RANK`` (modulo the GPUs present) for ``auto``/``cuda`` where CUDA is available,
-    otherwise what :func:`mlfuse.inference.fuse.resolve_device` gives (CPU on a machine without GPUs)."""
+    otherwise what :func:`mlfuse.runtime.resolve_device` gives (CPU on a machine without GPUs)."""
     if requested in ("auto", "cuda") and torch.cuda.is_available():
         index = shard.local_rank % torch.cuda.device_count()
         torch.cuda.set_device(index)

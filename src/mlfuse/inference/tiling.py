@@ -188,12 +188,14 @@ class Tiler:
         ``pixels / scale`` here, window by window: the same IEEE division, so the same values, as
         converting the whole image first."""
         rows, cols = window.region
-        crop = image[..., rows, cols].to(self.device, non_blocking=True)
-        if crop.is_floating_point():
-            return crop.contiguous()
-        if self.scale is None:
-            raise TilingError("tiled inference on integer pixels needs their full-scale value (scale)")
-        return crop.to(torch.float32).div_(self.scale).contiguous()
+        crop = image[..., rows, cols]
+        if not crop.is_floating_point():
+            if self.scale is None:
+                raise TilingError("tiled inference on integer pixels needs their full-scale value (scale)")
+            # on the CPU, before the move: CUDA divides by a host scalar as a multiplication by its
+            # reciprocal, which is not the same float32 value for every pixel
+            crop = to_unit_float(crop, self.scale)
+        return crop.to(self.device, non_blocking=True).contiguous()
 
     def iterate(self, windows: Iterable[Window], desc: str) -> Iterator[Window]:
         windows = list(windows)
@@ -316,10 +318,16 @@ def choose_tile(spec: TileSpec, height: int, width: int, budget_bytes: int) -> i
     return max(side, spec.align, 16)
 
 
+def to_unit_float(pixels: Tensor, scale: float) -> Tensor:
+    """Integer pixels as float32 ``pixels / scale``, computed on the CPU: the IEEE division numpy's
+    ``float32(pixels) / float32(scale)`` does (checked for every 8- and 16-bit value)."""
+    return pixels.cpu().to(torch.float32).div_(float(scale))
+
+
 def parse_tile(tile: str | int | None) -> str | int:
     """A tile option as ``"off"``, ``"auto"`` or a positive tile size in pixels; anything else is a
     :class:`TilingError` (one line). ``None``, ``0`` and ``"none"`` mean ``"off"``."""
-    if tile is None or (isinstance(tile, int) and not isinstance(tile, bool) and tile == 0):
+    if tile is None or (isinstance(tile, (int, float)) and not isinstance(tile, bool) and tile == 0):
         return "off"
     if isinstance(tile, str) and tile.strip().lower() in ("off", "none", "0", "", "auto"):
         return "auto" if tile.strip().lower() == "auto" else "off"
@@ -327,7 +335,7 @@ def parse_tile(tile: str | int | None) -> str | int:
         raise TilingError(f"--tile {tile!r}: expected auto, off or a tile size in pixels")
     try:
         size = int(tile)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise TilingError(f"--tile '{tile}': expected auto, off or a tile size in pixels") from None
     if size < 1 or (isinstance(tile, float) and tile != size):
         raise TilingError(f"--tile {tile}: the tile size must be a positive number of pixels")

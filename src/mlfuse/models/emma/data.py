@@ -45,6 +45,10 @@ def gray_rounded(path: str | Path) -> np.ndarray:
     return (a / np.float32(img.maxval)).astype(np.float32)
 
 
+#: the keys of a generator spec that fuses with a registered method
+GENERATOR_KEYS = frozenset({"model", "weights", "task", "output_rule"})
+
+
 def generator_name(spec: Mapping[str, Any]) -> str:
     """A short label of a generator spec (for logs and error messages)."""
     return f"dir:{spec['dir']}" if "dir" in spec else f"model:{spec.get('model')}"
@@ -64,6 +68,11 @@ def fused_images(spec: Mapping[str, Any], pairs: Sequence[Pair], device: str = "
         return out
     if "model" not in spec:
         raise InputError(f"generator {dict(spec)!r}: give 'model' (a registered method) or 'dir' (fused results)")
+    unknown = sorted(set(spec) - GENERATOR_KEYS)
+    if unknown:
+        hint = " ('output' is now 'output_rule')" if "output" in unknown else ""
+        raise InputError(f"generator {dict(spec)!r}: unknown key(s) {', '.join(unknown)}{hint} "
+                         f"(known: {', '.join(sorted(GENERATOR_KEYS))})")
     from mlfuse.models.registry import create_model, get_card
     from mlfuse.runtime import resolve_device
 
