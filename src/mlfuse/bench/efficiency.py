@@ -56,18 +56,18 @@ class Efficiency:
 def _scaled_mode(model: torch.nn.Module, size: tuple[int, int], budget_mb: float | None,
                  device: torch.device) -> int | None:
     """The tile size ``--tile auto`` would use for ``size`` (``None``: untiled)."""
-    from mlfuse.inference.tiling import default_budget, resolve_tile
+    from mlfuse.inference.tiling import default_budget, resolve_tile, tile_workers
 
-    workers = (model.workers or torch.get_num_threads()) if device.type == "cpu" else 1
+    workers = tile_workers(model, device)
     budget = default_budget(device) if budget_mb is None else int(budget_mb * 2**20)
     return resolve_tile("auto", model, *size, budget, workers)
 
 
 def _forward(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, tile: int | None, device: torch.device,
              sync: bool) -> float:
-    from mlfuse.inference.tiling import tiled_forward
+    from mlfuse.inference.tiling import tile_workers, tiled_forward
 
-    workers = (model.workers or torch.get_num_threads()) if device.type == "cpu" else 1
+    workers = tile_workers(model, device)
     with torch.inference_mode():
         if sync:
             torch.cuda.synchronize()

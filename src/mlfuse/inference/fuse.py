@@ -53,6 +53,7 @@ from mlfuse.inference.tiling import (
     is_out_of_memory,
     parse_tile,
     resolve_tile,
+    tile_workers,
     tiled_forward,
     to_unit_float,
 )
@@ -149,7 +150,7 @@ def run_network(model: nn.Module, structural: np.ndarray, functional: np.ndarray
         functional = np.pad(functional, pads, mode="reflect")
     device = next(model.parameters()).device
     # CPU tiles run one per core with single-threaded ops (no per-op thread synchronisation)
-    workers = (opt.workers or model.workers or torch.get_num_threads()) if device.type == "cpu" else 1
+    workers = tile_workers(model, device, opt.workers)
     budget = default_budget(device) if tile_budget_mb is None else int(tile_budget_mb * 2**20)
     tile_size = resolve_tile(tile, model, *structural.shape, budget, workers, check_memory=True)
     with warnings.catch_warnings():  # decoded pixels are read-only views; nothing writes into them

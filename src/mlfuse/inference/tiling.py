@@ -318,6 +318,14 @@ def choose_tile(spec: TileSpec, height: int, width: int, budget_bytes: int) -> i
     return max(side, spec.align, 16)
 
 
+def tile_workers(model: nn.Module, device: torch.device, requested: int | None = None) -> int:
+    """Tiles computed at once: on the CPU ``requested``, else the model's own ``workers``, else torch's
+    thread count (one tile per thread, see :meth:`Tiler.map`); one on a GPU."""
+    if torch.device(device).type != "cpu":
+        return 1
+    return requested or getattr(model, "workers", None) or torch.get_num_threads()
+
+
 def to_unit_float(pixels: Tensor, scale: float) -> Tensor:
     """Integer pixels as float32 ``pixels / scale``, computed on the CPU: the IEEE division numpy's
     ``float32(pixels) / float32(scale)`` does (checked for every 8- and 16-bit value)."""
