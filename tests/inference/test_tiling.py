@@ -3,6 +3,8 @@ operations stay global, windows stay bounded, and the pipeline / CLI options beh
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -373,6 +375,92 @@ def test_streamed_sums_with_parallel_windows() -> None:
         finally:
             torch.set_num_threads(1)
     assert (out - ref).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("name", list(FAMILY))
+@pytest.mark.parametrize("ram", [None, 0], ids=["memory", "files"])
+def test_kept_block_outputs_give_the_recomputed_result(name, ram, monkeypatch) -> None:
+    """Passes that resume from kept block outputs (in memory, or all in files) give exactly the output of
+    passes that recompute from the input, compute fewer blocks, drop what no later pass reads and delete
+    their folder."""
+    from mlfuse.inference import streaming
+
+    model = _small(name)
+    h, w = (n // 8 * 8 for n in FAMILY[name][1])  # on every network's grid (tiled_forward does not pad)
+    tile = FAMILY[name][2][0]
+    g = torch.Generator().manual_seed(5)
+    s, f = torch.rand(1, 1, h, w, generator=g), torch.rand(1, 1, h, w, generator=g)
+    caches: list = []
+    real_cache = streaming.PassCache
+
+    def spy(*args, **kwargs):
+        cache = real_cache(ram_bytes=ram)
+        caches.append(cache)
+        return cache
+
+    computed = {False: 0, True: 0}
+    for keep in (False, True):
+        def count(*_, keep=keep) -> None:
+            computed[keep] += 1
+
+        hooks = [m.register_forward_pre_hook(count) for m in model.modules() if isinstance(m, nn.Conv2d)]
+        monkeypatch.setattr(streaming, "PassCache", spy)
+        with torch.inference_mode():
+            out = tiled_forward(model, s, f, tile, keep_blocks=keep)
+        for hook in hooks:
+            hook.remove()
+        if not keep:
+            reference = out
+    assert torch.equal(out, reference)
+    (cache,) = caches
+    stats = cache.stats
+    assert stats.hits > 0 and stats.stored > 0 and stats.dropped > 0
+    if ram == 0:
+        assert stats.written > 0 and stats.read > 0 and stats.peak_ram == 0
+        assert stats.folder is not None and not os.path.exists(stats.folder)
+    else:
+        assert stats.written == 0 and stats.folder is None
+    assert cache.entries == {}  # closed
+    assert computed[True] < 0.8 * computed[False]  # convolutions run
+
+
+def test_a_dropped_map_that_is_read_is_an_error() -> None:
+    """The placeholder of a dropped block output refuses to be read (it would be a wrong image)."""
+    from mlfuse.inference import streaming
+
+    class Net(nn.Module):
+        @streaming.block
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + 1
+
+    net, cache = Net(), streaming.PassCache()
+    state = streaming.StreamingPass({}, cache)
+    x = torch.zeros(1, 2, 4, 4)
+    with streaming.streaming_pass(state):
+        with streaming.window((4, 4), (slice(0, 4), slice(0, 4)), 0):
+            assert torch.equal(net(x), x + 1)  # computed and kept
+        with streaming.window((4, 4), (slice(0, 4), slice(0, 4)), 0):
+            net(x)  # returned from the cache, read by nothing: dropped
+        with streaming.window((4, 4), (slice(0, 4), slice(0, 4)), 0):
+            with pytest.raises(RuntimeError, match="dropped intermediate map was read"):
+                net(x) * 2
+    cache.close()
+
+
+def test_kept_blocks_with_parallel_windows() -> None:
+    """Windows in threads share the pass cache: same output as serial recomputed passes."""
+    model = _small("sfdfuse")
+    h, w = 104, 16
+    g = torch.Generator().manual_seed(9)
+    s, f = torch.rand(1, 1, h, w, generator=g), torch.rand(1, 1, h, w, generator=g)
+    with torch.inference_mode():
+        ref = tiled_forward(model, s, f, 16, keep_blocks=False)
+        torch.set_num_threads(2)
+        try:
+            out = tiled_forward(model, s, f, 16, workers=2)
+        finally:
+            torch.set_num_threads(1)
+    assert torch.equal(out, ref)
 
 
 @pytest.mark.parametrize("name", list(FAMILY))

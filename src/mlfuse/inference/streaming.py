@@ -12,39 +12,188 @@ window at a time, in *passes*. In a pass, an op whose whole-image sums are known
 passes) uses them and is exact on its window; the first ops whose sums are unknown and whose
 inputs are valid add their sums over the window's *core* (so every position counts once) and
 return NaN (a "poisoned" map); everything downstream of a poisoned map is poisoned as well and is
-neither summed nor, for blocks that call :func:`skip`, computed. The next pass knows those sums, so
+neither summed nor, for blocks (:func:`block`), computed. The next pass knows those sums, so
 each pass resolves one level of the network's chain of global ops; the pass in which no op is
-unknown produces the output. Memory stays one window's worth; the cost is one forward up to each
-level per level (see ``benchmarks/bench_tiling.py``).
+unknown produces the output.
 
-Ops are identified per window forward by (module, how many times it has been called), so a
-module called for both images (the shared encoder) has one entry per call. A block skipped by
-:func:`skip` advances the call counts of the ops inside it, which must be called once per call of
-the block (true for every block here).
+Blocks (forwards decorated with :func:`block`) are where a pass resumes: a block whose output on a
+window was valid in one pass has that output kept (:class:`PassCache`: in memory up to a limit, then
+in files in a temporary folder, never memory-mapped) and returned in later passes without being
+computed, so each pass computes one level instead of the whole network up to it (~L/2 times fewer
+operations for L levels). Only outputs a later pass still reads are kept: a kept output that a pass
+passes only to blocks which are themselves kept is dropped after that pass (a
+``TorchFunctionMode`` sees which tensors the computed operations read), so the cache holds about the
+frontier of the computation, not every level. Without a cache (``StreamingPass(known)`` alone) every
+pass recomputes from the input, as the reference.
+
+Ops and blocks are identified per window forward by (module, how many times it has been called), so
+a module called for both images (the shared encoder) has one entry per call. A block that is skipped
+(poisoned input) or returned from the cache advances the call counts of the ops and blocks inside it,
+which must be called once per call of the block (true for every block here).
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 #: class attribute marking a module whose forward calls :func:`reduce` exactly once
 STREAMING_OP = "STREAMING_OP"
 
 
-class StreamingPass:
-    """One pass over the windows: the sums known from earlier passes (read only) and the partial
-    sums this pass collects (float64, added under a lock: windows may run in threads)."""
+#: block outputs kept in memory between passes before further ones go to files (bytes)
+CACHE_RAM_BYTES = 256 << 20
 
-    def __init__(self, known: dict[tuple[int, int], tuple[Tensor, ...]]) -> None:
+
+@dataclass
+class _Entry:
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    device: torch.device
+    nbytes: int
+    data: Tensor | None = None  # in memory (CPU)
+    path: str | None = None  # or in a file
+    dead: bool = False  # no later pass reads it: its data is gone, a placeholder stands in
+
+
+@dataclass
+class CacheStats:
+    """What a :class:`PassCache` held: peak bytes in memory and in files, bytes written and read."""
+
+    peak_ram: int = 0
+    peak_disk: int = 0
+    written: int = 0
+    read: int = 0
+    hits: int = 0
+    stored: int = 0
+    dropped: int = 0
+    folder: str | None = field(default=None, repr=False)
+
+
+class PassCache:
+    """Block outputs per window kept between streaming passes (see the module docstring).
+
+    Up to ``ram_bytes`` of them stay in memory (CPU), the rest go to raw files in a temporary folder
+    under ``folder`` (default: the system's temp dir, ``TMPDIR``), read back with plain reads (the
+    page cache is not the process's memory). :meth:`close` deletes the folder."""
+
+    def __init__(self, ram_bytes: int | None = None, folder: str | None = None) -> None:
+        self.ram_limit = CACHE_RAM_BYTES if ram_bytes is None else int(ram_bytes)
+        self.parent = folder
+        self.entries: dict[tuple, _Entry] = {}
+        self.arity: dict[tuple, int] = {}  # block key -> 0 (its output is one map) or n (a tuple of n)
+        self.ram = 0
+        self.disk = 0
+        self.stats = CacheStats()
+        self._dir: str | None = None
+        self._files = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> Tensor | _Entry | None:
+        """A fresh copy of the kept output (the caller may change it in place), the dead entry, or
+        ``None``."""
+        with self._lock:
+            entry = self.entries.get(key)
+            if entry is None or entry.dead:
+                return entry
+            self.stats.hits += 1
+            data, path = entry.data, entry.path
+        if data is not None:
+            out = data.clone()
+        else:
+            raw = np.fromfile(path, dtype=np.uint8)
+            with self._lock:
+                self.stats.read += raw.nbytes
+            out = torch.from_numpy(raw).view(entry.dtype).reshape(entry.shape)
+        return out.to(entry.device)
+
+    def put(self, key: tuple, value: Tensor) -> None:
+        """Keep a copy of ``value`` (a block's valid output on one window)."""
+        nbytes = value.numel() * value.element_size()
+        entry = _Entry(tuple(value.shape), value.dtype, value.device, nbytes)
+        with self._lock:
+            to_ram = self.ram + nbytes <= self.ram_limit
+            if to_ram:
+                self.ram += nbytes
+            else:
+                self.disk += nbytes
+                self._files += 1
+                number = self._files
+            self.stats.peak_ram = max(self.stats.peak_ram, self.ram)
+            self.stats.peak_disk = max(self.stats.peak_disk, self.disk)
+            self.stats.stored += 1
+        flat = value.detach().to("cpu", copy=to_ram).contiguous().reshape(-1)
+        if to_ram:
+            entry.data = flat.reshape(entry.shape)
+        else:
+            entry.path = os.path.join(self._folder(), f"{number}.bin")
+            try:
+                flat.view(torch.uint8).numpy().tofile(entry.path)
+            except OSError as exc:
+                raise OSError(f"tiled inference: cannot write intermediate maps to {self._dir} ({exc.strerror}); "
+                              "set TMPDIR to a folder with more free space") from exc
+            with self._lock:
+                self.stats.written += nbytes
+        with self._lock:
+            self.entries[key] = entry
+
+    def kill(self, key: tuple) -> None:
+        """No later pass reads this output: free its data, keep the entry (a placeholder stands in)."""
+        with self._lock:
+            entry = self.entries.get(key)
+            if entry is None or entry.dead:
+                return
+            entry.dead = True
+            self.stats.dropped += 1
+            if entry.data is not None:
+                self.ram -= entry.nbytes
+                entry.data = None
+            path, entry.path = entry.path, None
+            if path is not None:
+                self.disk -= entry.nbytes
+        if path is not None:
+            os.unlink(path)
+
+    def _folder(self) -> str:
+        with self._lock:
+            if self._dir is None:
+                self._dir = tempfile.mkdtemp(prefix="mlfuse-passes-", dir=self.parent)
+                self.stats.folder = self._dir
+            return self._dir
+
+    def close(self) -> None:
+        """Forget every entry and delete the folder."""
+        self.entries.clear()
+        self.arity.clear()
+        self.ram = self.disk = 0
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+
+class StreamingPass:
+    """One pass over the windows: the sums known from earlier passes (read only), the partial
+    sums this pass collects (float64, added under a lock: windows may run in threads) and, when
+    given, the cache of block outputs that the passes share."""
+
+    def __init__(self, known: dict[tuple[int, int], tuple[Tensor, ...]], cache: PassCache | None = None) -> None:
         self.known = known
         self.partial: dict[tuple[int, int], list[Tensor]] = {}
         self.poisoned = False
         self.lock = threading.Lock()
+        self.cache = cache
 
 
 _PASS: StreamingPass | None = None
@@ -62,17 +211,52 @@ def streaming_pass(state: StreamingPass) -> Iterator[StreamingPass]:
         _PASS = previous
 
 
+class _Reads(TorchFunctionMode):
+    """Marks the kept block outputs that a computed operation reads (they stay kept) and refuses to
+    read a dead one's placeholder (an internal error: its data is gone)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        returned, placeholders = _LOCAL.returned, _LOCAL.placeholders
+        if returned or placeholders:
+            for value in (*args, *kwargs.values()):
+                for t in (value if isinstance(value, (list, tuple)) else (value,)):
+                    if isinstance(t, Tensor):
+                        if id(t) in placeholders:
+                            raise RuntimeError("tiled inference: a dropped intermediate map was read "
+                                               f"(by {getattr(func, '__name__', func)})")
+                        key = returned.get(id(t), (None,))[0]
+                        if key is not None:
+                            _LOCAL.consumed.add(key)
+        return func(*args, **kwargs)
+
+
 @contextmanager
-def window(size: tuple[int, int], core: tuple[slice, slice]) -> Iterator[None]:
+def window(size: tuple[int, int], core: tuple[slice, slice], index: int | None = None) -> Iterator[None]:
     """The calling thread now runs the network on one window of ``size`` (h, w) input pixels whose
-    output core is ``core`` (slices into the window)."""
+    output core is ``core`` (slices into the window). ``index`` names the window in the pass's
+    :class:`PassCache` (none: nothing is kept for it)."""
     previous = getattr(_LOCAL, "window", None)
     _LOCAL.window = (size, core)
     _LOCAL.calls = {}
+    _LOCAL.blocks = {}
+    _LOCAL.index = index
+    _LOCAL.returned = {}  # id(tensor) -> (cache key, tensor): kept outputs handed out in this window
+    _LOCAL.consumed = set()
+    _LOCAL.placeholders = {}
+    cache = _PASS.cache if _PASS is not None and index is not None else None
     try:
-        yield
+        if cache is None:
+            yield
+        else:
+            with _Reads():
+                yield
+            for key, _ in list(_LOCAL.returned.values()):
+                if key not in _LOCAL.consumed:  # only kept blocks took it: no later pass reads it
+                    cache.kill(key)
     finally:
         _LOCAL.window = previous
+        _LOCAL.returned, _LOCAL.placeholders, _LOCAL.consumed = {}, {}, set()
 
 
 def active() -> bool:
@@ -123,15 +307,85 @@ def poison(like: Tensor) -> Tensor:
     return torch.full_like(like, float("nan"))
 
 
-def skip(block: nn.Module, x: Tensor) -> bool:
-    """True (and the call counts of the ops inside ``block`` advanced) when ``x`` is poisoned, so
-    ``block`` may return ``x`` without computing: its output would be poisoned too."""
-    if not active() or not bool(torch.isnan(x.reshape(-1)[0])):
-        return False
-    for m in block.modules():
+def _advance_inside(module: nn.Module) -> None:
+    """Advance the call counts of the ops and blocks inside ``module``, which was not run."""
+    for m in module.modules():
+        if m is module:
+            continue
         if getattr(m, STREAMING_OP, False):
             _key(m)
-    return True
+        if getattr(type(m).forward, "_streaming_block", False):
+            _block_key(m)
+
+
+def _block_key(module: nn.Module) -> tuple[int | None, int, int]:
+    blocks = _LOCAL.blocks
+    n = blocks.get(id(module), 0)
+    blocks[id(module)] = n + 1
+    return _LOCAL.index, id(module), n
+
+
+def _poisoned(x: Tensor) -> bool:
+    return bool(torch.isnan(x.reshape(-1)[0]))
+
+
+def _hand_out(cache: PassCache, key: tuple) -> Tensor:
+    kept = cache.get(key)
+    if isinstance(kept, _Entry):  # dead: whoever takes it is kept as well and ignores it
+        placeholder = torch.full((1,) * len(kept.shape), float("nan"), dtype=kept.dtype,
+                                 device=kept.device).expand(kept.shape)
+        _LOCAL.placeholders[id(placeholder)] = placeholder
+        return placeholder
+    _LOCAL.returned[id(kept)] = (key, kept)
+    return kept
+
+
+def block(forward: Callable[..., Any] | None = None, *, poisoned: str = "input") -> Callable[..., Any]:
+    """Decorator for the ``forward(self, x, ...)`` of a block (a module whose output is one map or a
+    tuple of maps): in a tiled pass, a kept output from an earlier pass is returned without computing,
+    and a valid output is kept for later passes. A poisoned ``x`` (``poisoned="input"``, the default)
+    skips the block, whose output would be poisoned too: ``x`` itself is returned, or a NaN map of
+    ``self.block_out_channels`` channels where the block sets that; ``poisoned="compute"`` runs the
+    forward instead (for blocks whose output is not shaped like ``x``: its inner blocks still skip).
+    Outside tiled inference the forward runs untouched."""
+    if poisoned not in ("input", "compute"):
+        raise ValueError(f"poisoned must be 'input' or 'compute', not {poisoned!r}")
+    if forward is None:
+        return functools.partial(block, poisoned=poisoned)
+
+    @functools.wraps(forward)
+    def run(self: nn.Module, x: Tensor, *args: Any, **kwargs: Any) -> Any:
+        if not active():
+            return forward(self, x, *args, **kwargs)
+        key = _block_key(self)
+        cache = _PASS.cache if _LOCAL.index is not None else None
+        arity = cache.arity.get(key) if cache is not None else None  # 0: one map, n: a tuple of n
+        if arity is not None:
+            _advance_inside(self)
+            if arity == 0:
+                return _hand_out(cache, key)
+            return tuple(_hand_out(cache, (*key, i)) for i in range(arity))
+        if poisoned == "input" and _poisoned(x):
+            _advance_inside(self)
+            channels = getattr(self, "block_out_channels", None)  # a block that changes the channel count
+            if channels is None:
+                return x
+            return x[:, :1].new_full((1,) * x.dim(), float("nan")).expand(x.shape[0], channels, *x.shape[2:])
+        out = forward(self, x, *args, **kwargs)
+        if cache is not None:
+            if isinstance(out, Tensor):
+                if not _poisoned(out):
+                    cache.put(key, out)
+                    cache.arity[key] = 0
+            elif (isinstance(out, tuple) and all(isinstance(t, Tensor) for t in out)
+                  and not any(_poisoned(t) for t in out)):
+                for i, t in enumerate(out):
+                    cache.put((*key, i), t)
+                cache.arity[key] = len(out)
+        return out
+
+    run._streaming_block = True  # type: ignore[attr-defined]
+    return run
 
 
 # ------------------------------------------------------------------------------ channel attention

@@ -384,7 +384,7 @@ def resolve_tile(tile: str | int | None, model: nn.Module, height: int, width: i
 
 def tiled_forward(model: nn.Module, structural: Tensor, functional: Tensor, tile: int | tuple[int, int], *,
                   progress: bool = False, workers: int = 1, out_device: torch.device | str = "cpu",
-                  scale: float | None = None) -> Tensor:
+                  scale: float | None = None, keep_blocks: bool = True) -> Tensor:
     """Raw output (B x 1 x H x W float32, on ``out_device``) of ``model`` computed tile by tile.
 
     Inputs are full-size B x 1 x H x W tensors (kept where they are, normally the CPU); only the
@@ -392,8 +392,10 @@ def tiled_forward(model: nn.Module, structural: Tensor, functional: Tensor, tile
     ``scale`` their full-scale value) are converted to float32 in [0, 1] per window
     (:meth:`Tiler.load`), so no whole-image float copy exists. Call under ``torch.inference_mode()`` (and
     autocast, if wanted) as for the untiled forward. ``workers``: CPU tiles computed at once (see
-    :meth:`Tiler.map`). Raises :class:`TilingError` for a network that declares no
-    :class:`TileSpec`, or has global ops without the two hooks.
+    :meth:`Tiler.map`). ``keep_blocks``: streaming networks keep blocks' outputs between passes
+    (:class:`mlfuse.inference.streaming.PassCache`); ``False`` recomputes each pass from the input
+    (the reference the cache is tested and benchmarked against). Raises :class:`TilingError` for a
+    network that declares no :class:`TileSpec`, or has global ops without the two hooks.
     """
     spec = tile_spec(model)
     name = getattr(getattr(model, "card", None), "name", type(model).__name__)
@@ -422,7 +424,7 @@ def tiled_forward(model: nn.Module, structural: Tensor, functional: Tensor, tile
 
     windows = tiler.windows(h, w, spec.halo, math.lcm(spec.align, multiple), min_size)
     if spec.streaming and spec.global_ops:
-        _streaming_passes(tiler, windows, one)
+        _streaming_passes(tiler, windows, one, streaming.PassCache() if keep_blocks else None)
     else:
         tiler.map(one, windows)
     release_freed_memory()
@@ -433,27 +435,35 @@ def tiled_forward(model: nn.Module, structural: Tensor, functional: Tensor, tile
 MAX_STREAMING_PASSES = 200
 
 
-def _streaming_passes(tiler: Tiler, windows: list[Window], one: Callable[[Window], None]) -> None:
+def _streaming_passes(tiler: Tiler, windows: list[Window], one: Callable[[Window], None],
+                      cache: streaming.PassCache | None) -> streaming.CacheStats | None:
     """Run ``one`` over all windows in passes until a pass finds every whole-image sum known
-    (:mod:`mlfuse.inference.streaming`); that pass's outputs are the result."""
+    (:mod:`mlfuse.inference.streaming`); that pass's outputs are the result. Blocks' valid outputs
+    are kept between passes (:class:`mlfuse.inference.streaming.PassCache`), so a pass resumes where
+    the previous one stopped; what the cache held is returned."""
     known: dict = {}
 
-    def scoped(win: Window) -> None:
+    def scoped(win: Window, index: int) -> None:
         size = (win.bottom - win.top, win.right - win.left)
-        with streaming.window(size, win.core_in_region):
+        with streaming.window(size, win.core_in_region, index):
             one(win)
 
-    for number in range(1, MAX_STREAMING_PASSES + 1):
-        state = streaming.StreamingPass(known)
-        with streaming.streaming_pass(state):
-            tiler.map(scoped, windows, desc=f"pass {number}")
-        if not state.partial:
-            if state.poisoned:
-                raise TilingError("tiled inference: a whole-image sum is not finite (NaN/inf in the inputs or "
-                                  "weights)")
-            return
-        known.update({key: tuple(parts) for key, parts in state.partial.items()})
-    raise TilingError(f"tiled inference did not finish in {MAX_STREAMING_PASSES} passes")
+    indexed = {id(win): i for i, win in enumerate(windows)}
+    try:
+        for number in range(1, MAX_STREAMING_PASSES + 1):
+            state = streaming.StreamingPass(known, cache)
+            with streaming.streaming_pass(state):
+                tiler.map(lambda win: scoped(win, indexed[id(win)]), windows, desc=f"pass {number}")
+            if not state.partial:
+                if state.poisoned:
+                    raise TilingError("tiled inference: a whole-image sum is not finite (NaN/inf in the inputs or "
+                                      "weights)")
+                return cache.stats if cache is not None else None
+            known.update({key: tuple(parts) for key, parts in state.partial.items()})
+        raise TilingError(f"tiled inference did not finish in {MAX_STREAMING_PASSES} passes")
+    finally:
+        if cache is not None:
+            cache.close()
 
 
 def release_freed_memory() -> None:

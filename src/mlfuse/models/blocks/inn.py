@@ -79,9 +79,8 @@ class DetailFeatureExtraction(nn.Module):
         super().__init__()
         self.net = nn.Sequential(*[DetailNode(bottleneck, channels) for _ in range(num_layers)])
 
+    @streaming.block
     def forward(self, x: Tensor) -> Tensor:
-        if streaming.skip(self, x):  # poisoned in a tiled pass: the output would be too
-            return x
         half = x.shape[1] // 2
         z1, z2 = x[:, :half], x[:, half:]
         for layer in self.net:

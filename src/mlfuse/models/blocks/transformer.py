@@ -26,9 +26,8 @@ class RestormerBlock(nn.Module):
         self.norm2 = LayerNorm(dim, bias_free_norm)
         self.ffn = ffn if ffn is not None else GDFN(dim, ffn_expansion_factor, bias)
 
+    @streaming.block
     def forward(self, x: Tensor) -> Tensor:
-        if streaming.skip(self, x):  # poisoned in a tiled pass: the output would be too
-            return x
         x = x + self.attn(self.norm1(x))
         return x + self.ffn(self.norm2(x))
 
@@ -47,8 +46,7 @@ class LiteBlock(nn.Module):
         self.norm2 = LayerNorm(dim)
         self.mlp = LiteMlp(dim, ffn_expansion_factor=ffn_expansion_factor, padding_mode=mlp_padding_mode)
 
+    @streaming.block
     def forward(self, x: Tensor) -> Tensor:
-        if streaming.skip(self, x):  # poisoned in a tiled pass: the output would be too
-            return x
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mlfuse.inference import streaming
 from mlfuse.inference.tiling import TileSpec
 from mlfuse.models.base import FusionModel
 from mlfuse.models.blocks import LiteBlock
@@ -79,7 +80,9 @@ class RestormerCNNBlock(nn.Module):
         self.GlobalFeature = LiteBlock(out_dim, num_heads=8, ffn_expansion_factor=1.0, mlp_padding_mode="reflect")
         self.LocalFeature = LocalFeature(out_dim)
         self.FFN = _conv3(out_dim * 2, out_dim, False)
+        self.block_out_channels = out_dim  # its poisoned output in a tiled pass (mlfuse.inference.streaming)
 
+    @streaming.block  # tiled passes keep its output: the local branch is computed once, not per pass
     def forward(self, x: Tensor) -> Tensor:
         x = self.embed(x)
         return self.FFN(torch.cat((self.GlobalFeature(x), self.LocalFeature(x)), dim=1))

@@ -145,9 +145,8 @@ class ConvFormer(nn.Module):
         self.norm2 = LayerNorm(dim)
         self.mlp = MlpHead(dim)
 
+    @streaming.block
     def forward(self, x: Tensor) -> Tensor:
-        if streaming.skip(self, x):  # poisoned in a tiled pass: the output would be too
-            return x
         ls1 = self.layer_scale_1.unsqueeze(-1).unsqueeze(-1)
         ls2 = self.layer_scale_2.unsqueeze(-1).unsqueeze(-1)
         x = x + self.drop_path(ls1 * self.token_mixer(self.norm1(x)))
@@ -301,9 +300,8 @@ class FeatureInteractionBlock(nn.Module):
         self.norm2 = LayerNorm(dim)
         self.ffn = FeedForwardOut(dim) if init_fusion else FeedForwardDuals(dim)
 
+    @streaming.block
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        if streaming.skip(self, x):  # poisoned in a tiled pass: the output would be too
-            return x
         z = self.attention(self.norm1(x), self.norm1(y))
         return z + self.ffn(self.norm2(z))
 
@@ -364,6 +362,7 @@ class CGAFusion(nn.Module):
         self.pa = _PixelAttention(in_channels)
         self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=True)
 
+    @streaming.block
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         xy = torch.cat([x, y], dim=1)
         p1 = self.sa(xy) + self.ca(xy)

@@ -62,9 +62,8 @@ class TransformerBlock(nn.Module):
         self.norm2 = LayerNorm(dim)
         self.ffn_leff = LeFF(dim, dim)
 
+    @streaming.block
     def forward(self, x: Tensor) -> Tensor:
-        if streaming.skip(self, x):  # poisoned in a tiled pass: the output would be too
-            return x
         x = x + self.attn(self.norm1(x))
         return x + self.ffn_leff(self.norm2(x))
 
@@ -81,9 +80,8 @@ class BaseFeatureExtraction(nn.Module):
         self.mlp = LeFF(dim, dim)
         self.reduce_channel = nn.Conv2d(dim * 2, dim, 1, bias=False)  # unused (quirk 10)
 
+    @streaming.block
     def forward(self, x: Tensor) -> Tensor:
-        if streaming.skip(self, x):  # poisoned in a tiled pass: the output would be too
-            return x
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
@@ -110,9 +108,8 @@ class TransformerBase(nn.Module):
         self.norm2 = LayerNorm(dim)
         self.mlp = FFN(dim, 2 * dim)
 
+    @streaming.block
     def forward(self, x: Tensor) -> Tensor:
-        if streaming.skip(self, x):  # poisoned in a tiled pass: the output would be too
-            return x
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
@@ -134,9 +131,8 @@ class Block(nn.Module):
         )
         self.conv = _conv_stack(dim)
 
+    @streaming.block
     def forward(self, x: Tensor) -> Tensor:
-        if streaming.skip(self, x):  # poisoned in a tiled pass: the output would be too
-            return x
         y = x
         for group in self.residual_group:
             y = group(y)
@@ -155,6 +151,7 @@ class SwinIREncoder(nn.Module):
         self.norm = nn.LayerNorm(dim)  # unused
         self.conv_after_body = _conv_stack(dim)  # unused
 
+    @streaming.block
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv_first(x)
         for layer in self.layers:
@@ -265,6 +262,7 @@ class GRDBModule(nn.Module):
         self.conv = _Conv(dim, dim, 3, slope=0.2)
         self.GRDB = RGBD(dim)
 
+    @streaming.block  # local, but kept between tiled passes: computed once
     def forward(self, x: Tensor) -> Tensor:
         return self.GRDB(self.conv(x))
 
@@ -278,6 +276,7 @@ class DetailFeatureExtractionEncoder(nn.Module):
         self.TCA = CrossTransAttention(dim // 2, heads)
         self.layer = DetailNode(channels=dim)
 
+    @streaming.block
     def forward(self, g: Tensor) -> Tensor:
         half = g.shape[1] // 2
         z1, z2 = g[:, :half], g[:, half:]
@@ -323,6 +322,7 @@ class DetailFeatureExtraction(nn.Module):
         self.net = nn.ModuleList([INVBlockAffine(dim) for _ in range(num_layers)])
         self.GRDB = GRDBModule(dim)
 
+    @streaming.block
     def forward(self, x: Tensor) -> Tensor:
         g = self.GRDB(x)
         half = g.shape[1] // 2
@@ -504,6 +504,7 @@ class CGRBackbone(nn.Module):
         self.graph = CGR(dim, interleaved_gates)
         self.C_cls = nn.Conv2d(2 * dim, dim, 1)
 
+    @streaming.block(poisoned="compute")  # local and costly: kept between tiled passes
     def forward(self, feat_vis: Tensor, feat_ir: Tensor, flag: bool = True
                 ) -> tuple[Tensor, Tensor, Tensor] | tuple[Tensor, Tensor]:
         n_i, n_v = self.graph(feat_vis, feat_ir)
