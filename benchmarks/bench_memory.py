@@ -11,6 +11,12 @@ largest difference from the untiled output where both ran. These figures are wha
 
     nice -n 10 python benchmarks/bench_memory.py                       # default sizes, all methods
     nice -n 10 python benchmarks/bench_memory.py --methods cddfuse --sizes 256x320 512x640 --tile 128
+    nice -n 10 python benchmarks/bench_memory.py --methods cddfuse emma --sizes 1000x1000 --tile auto \
+        --no-untiled --append --out benchmarks/results/memory_1mp_cpu.json
+
+``--tile auto`` tiles as ``mlfuse fuse --tile auto`` does with the default budget (untiled where the
+estimate fits); tiled rows of the streaming networks also give what their pass cache held (peak bytes
+in memory and in files, bytes written and read).
 
 ``--pipeline HxW`` instead measures the whole command a user runs, ``mlfuse fuse --tile auto`` on a
 synthetic RGB visible + gray infrared PNG pair of that size (default budget), in a child process:
@@ -45,12 +51,15 @@ def _child(cfg: dict) -> None:
     import torch
 
     import mlfuse
-    from mlfuse.inference.tiling import plan_windows, tile_spec, tiled_forward
+    from mlfuse.inference import streaming
+    from mlfuse.inference.tiling import DEFAULT_BUDGET_BYTES, choose_tile, plan_windows, tile_spec, tiled_forward
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = mlfuse.create_model(cfg["method"], weights=None).eval()
     h, w = cfg["size"]
+    if cfg["tile"] == "auto":  # as `--tile auto` with the default budget decides
+        cfg["tile"] = choose_tile(tile_spec(model), h, w, DEFAULT_BUDGET_BYTES) or 0
     g = torch.Generator().manual_seed(1)
     s, f = torch.rand(1, 1, h, w, generator=g), torch.rand(1, 1, h, w, generator=g)
     with torch.inference_mode():  # warm-up on a small pair (allocator, oneDNN primitives)
@@ -58,20 +67,36 @@ def _child(cfg: dict) -> None:
     Path("/proc/self/clear_refs").write_text("5")
     base = _hwm()
     t = time.perf_counter()
+    caches = []
+    real_cache = streaming.PassCache
+
+    def spy(*args, **kwargs):  # the pass cache of a streaming network: what it held
+        caches.append(real_cache(*args, **kwargs))
+        return caches[-1]
+
+    streaming.PassCache = spy
+    cpu = time.process_time()
     with torch.inference_mode():
         if cfg["tile"]:
-            out = tiled_forward(model, s, f, cfg["tile"])
+            out = tiled_forward(model, s, f, cfg["tile"], keep_blocks=cfg.get("keep_blocks", True))
         else:
             out = model.fusion_forward(s, f)
     seconds = time.perf_counter() - t
+    cpu = time.process_time() - cpu
     peak = _hwm() - base
-    res = {"seconds": seconds, "peak_bytes": peak, "mp": h * w / 1e6}
+    res = {"seconds": seconds, "cpu_seconds": round(cpu, 2), "peak_bytes": peak, "mp": h * w / 1e6}
+    if caches:
+        st = caches[-1].stats
+        res["pass_cache"] = {"peak_ram_bytes": st.peak_ram, "peak_file_bytes": st.peak_disk,
+                             "written_bytes": st.written, "read_bytes": st.read}
     if cfg["tile"]:
         spec = tile_spec(model)
         wins = plan_windows(h, w, cfg["tile"], spec.halo, spec.align)
         win_px = max((x.bottom - x.top) * (x.right - x.left) for x in wins)
-        res.update(windows=len(wins), window_pixels=win_px,
-                   bytes_per_window_pixel=round((peak - out.numel() * 4) / win_px))
+        res.update(tile=cfg["tile"], windows=len(wins), window_pixels=win_px,
+                   # the pass cache's memory (bounded by streaming.CACHE_RAM_BYTES) is reported apart
+                   bytes_per_window_pixel=round((peak - out.numel() * 4 - res.get("pass_cache", {}).get(
+                       "peak_ram_bytes", 0)) / win_px))
     else:
         res["bytes_per_pixel"] = round(peak / (h * w))
     if cfg.get("save"):
@@ -148,7 +173,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--methods", nargs="+", default=list(METHODS))
     p.add_argument("--sizes", nargs="+", default=["256x320", "512x640"], help="HxW")
-    p.add_argument("--tile", type=int, default=128)
+    p.add_argument("--tile", default="128", help="tile size, or auto (the default budget's choice)")
+    p.add_argument("--no-untiled", action="store_true", help="tiled only")
+    p.add_argument("--recompute", action="store_true",
+                   help="tiled passes recompute from the input instead of keeping block outputs (the reference)")
     p.add_argument("--timeout", type=float, default=3600)
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "memory_cpu.json"))
     p.add_argument("--no-tiled", action="store_true", help="untiled only")
@@ -174,10 +202,13 @@ def main() -> None:
             h, w = (int(v) for v in size.lower().split("x"))
             ref = tmp / f"{method}_{size}_off.npy"
             row = {"method": method, "size": [h, w]}
-            row["untiled"] = _run({"method": method, "size": [h, w], "tile": 0, "save": str(ref)}, args.timeout)
+            tile = args.tile if args.tile == "auto" else int(args.tile)
+            row["untiled"] = {} if args.no_untiled else _run(
+                {"method": method, "size": [h, w], "tile": 0, "save": str(ref)}, args.timeout)
             tiled_path = tmp / f"{method}_{size}_tiled.npy"
             row["tiled"] = {} if args.no_tiled else _run(
-                {"method": method, "size": [h, w], "tile": args.tile, "save": str(tiled_path)}, args.timeout)
+                {"method": method, "size": [h, w], "tile": tile, "save": str(tiled_path),
+                 "keep_blocks": not args.recompute}, args.timeout)
             if ref.exists() and tiled_path.exists():
                 row["tiled"]["max_abs_diff"] = float(np.abs(np.load(ref) - np.load(tiled_path)).max())
             for key in ("untiled", "tiled"):
