@@ -134,6 +134,22 @@ def _synthetic_pair(h: int, w: int, folder: Path) -> tuple[Path, Path]:
     return paths
 
 
+def _random_weights(method: str, folder: Path) -> Path:
+    """A safetensors file of ``method``'s network with seeded random weights (BatchNorm statistics
+    included), for timing and memory where the authors' checkpoint is not at hand."""
+    import torch
+    from safetensors.torch import save_file
+
+    import mlfuse
+
+    path = folder / f"{method}_random.safetensors"
+    if not path.exists():
+        torch.manual_seed(0)
+        model = mlfuse.create_model(method, weights=None)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
 def _pipeline(size: str, method: str, out_file: Path, timeout: float) -> dict:
     import os
 
@@ -146,6 +162,8 @@ def _pipeline(size: str, method: str, out_file: Path, timeout: float) -> dict:
     dest = tmp / f"fused_{h}x{w}.png"
     cmd = [sys.executable, "-m", "mlfuse", "fuse", "--model", method, "--vis", str(vis), "--ir", str(ir),
            "-o", str(dest), "--tile", "auto", "--overwrite", "--quiet"]
+    if method != "mlfuse":  # no authors' checkpoint here: seeded random weights (same time and memory)
+        cmd += ["--weights", str(_random_weights(method, tmp))]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     try:
@@ -159,7 +177,9 @@ def _pipeline(size: str, method: str, out_file: Path, timeout: float) -> dict:
     row = {"what": f"mlfuse fuse --model {method} --tile auto (default budget) on a {w}x{h} RGB visible + gray "
                    "infrared pair", "size": [h, w], "method": method, "exit": proc.returncode,
            "peak_rss_bytes": usage.ru_maxrss * 1024, "bytes_per_pixel": round(usage.ru_maxrss * 1024 / (h * w), 1),
-           "wall_seconds": round(wall, 1), "machine": machine(),
+           "wall_seconds": round(wall, 1), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+           "weights": "mlfuse default" if method == "mlfuse" else "seeded random (same cost as the authors')",
+           "machine": machine(),
            "reproduce": "nice -n 5 python benchmarks/bench_memory.py " + " ".join(sys.argv[1:])}
     if proc.returncode:
         row["error"] = err.splitlines()[-1] if err else f"exit {proc.returncode}"

@@ -412,7 +412,7 @@ def _auto_block(model: nn.Module) -> int | None:
     of such a tile is ~3 MB, near the CPU's L2+L3 share per core) or 6 halos, whichever is larger;
     none for a network whose tiling streams its global sums in passes (mlfuse.inference.streaming)."""
     spec = tile_spec(model)
-    if spec is None or spec.streaming:  # streamed global sums cost a forward per level: never for speed
+    if spec is None or spec.streaming:  # streamed passes (one per level of global sums): never for speed
         return None
     halo = -(-spec.halo // spec.align) * spec.align
     return -(-max(160, 6 * halo) // spec.align) * spec.align

@@ -39,6 +39,7 @@ import os
 import shutil
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -225,9 +226,9 @@ class _Reads(TorchFunctionMode):
                         if id(t) in placeholders:
                             raise RuntimeError("tiled inference: a dropped intermediate map was read "
                                                f"(by {getattr(func, '__name__', func)})")
-                        key = returned.get(id(t), (None,))[0]
-                        if key is not None:
-                            _LOCAL.consumed.add(key)
+                        handed = returned.get(id(t))
+                        if handed is not None and handed[1]() is t:
+                            _LOCAL.consumed.add(handed[0])
         return func(*args, **kwargs)
 
 
@@ -241,7 +242,7 @@ def window(size: tuple[int, int], core: tuple[slice, slice], index: int | None =
     _LOCAL.calls = {}
     _LOCAL.blocks = {}
     _LOCAL.index = index
-    _LOCAL.returned = {}  # id(tensor) -> (cache key, tensor): kept outputs handed out in this window
+    _LOCAL.returned = {}  # id(tensor) -> (cache key, weak ref): kept outputs handed out in this window
     _LOCAL.consumed = set()
     _LOCAL.placeholders = {}
     cache = _PASS.cache if _PASS is not None and index is not None else None
@@ -336,7 +337,7 @@ def _hand_out(cache: PassCache, key: tuple) -> Tensor:
                                  device=kept.device).expand(kept.shape)
         _LOCAL.placeholders[id(placeholder)] = placeholder
         return placeholder
-    _LOCAL.returned[id(kept)] = (key, kept)
+    _LOCAL.returned[id(kept)] = (key, weakref.ref(kept))  # weak: a map nobody holds is freed as usual
     return kept
 
 

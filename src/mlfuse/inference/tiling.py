@@ -35,7 +35,10 @@ over a run, not one call, as the allocator keeps freed blocks), for ``tile="auto
 softmax/pooling over all positions, anything whose result depends on the image size is global: a
 resize to the input's size after an odd-size down-sampling has a scale that only the whole image
 knows (MLFuse's edge branch). Attention over channels summed over all positions (Restormer's MDTA
-in CDDFuse) is global too and needs one streaming pass per block.
+in CDDFuse) is global too and needs one streaming pass per level of such blocks; the passes keep
+each block's valid output on each window (:class:`mlfuse.inference.streaming.PassCache`: in memory
+up to ``streaming.CACHE_RAM_BYTES``, beyond that in files in a temporary folder), so a pass resumes
+where the previous one stopped instead of recomputing from the input.
 """
 
 from __future__ import annotations
