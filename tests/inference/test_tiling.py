@@ -507,3 +507,21 @@ def test_output_rules_in_place_give_the_same_bytes() -> None:
         old_round = np.floor((v - v.min()) / (v.max() - v.min()) * 255 + 0.499999999).astype(np.uint8)
         assert np.array_equal(to_uint8(raw, "minmax"), old_minmax)
         assert np.array_equal(to_uint8(raw, "minmax-round"), old_round)
+
+
+def test_auto_workers_keep_wide_halos_affordable(net) -> None:
+    """Under ``--tile auto`` tiles side by side share the budget; for EMMA's 256-px halo that would
+    triple the computed area, so one tile at a time (all threads) is chosen; MLFuse keeps one per core."""
+    from mlfuse.inference.tiling import tile_workers
+
+    emma = _small("emma")
+    cpu = torch.device("cpu")
+    torch.set_num_threads(2)
+    try:
+        assert tile_workers(emma, cpu, size=(4096, 4096), budget_bytes=1 << 30) == 1
+        assert tile_workers(emma, cpu, size=(1000, 1000), budget_bytes=1 << 30) == 2  # untiled: no say
+        assert tile_workers(emma, cpu, 2, size=(4096, 4096), budget_bytes=1 << 30) == 2  # asked for
+        assert tile_workers(net, cpu, size=(4096, 4096), budget_bytes=1 << 30) == 2
+        assert tile_workers(emma, cpu) == 2
+    finally:
+        torch.set_num_threads(1)

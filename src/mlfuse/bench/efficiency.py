@@ -54,20 +54,19 @@ class Efficiency:
 
 
 def _scaled_mode(model: torch.nn.Module, size: tuple[int, int], budget_mb: float | None,
-                 device: torch.device) -> int | None:
-    """The tile size ``--tile auto`` would use for ``size`` (``None``: untiled)."""
+                 device: torch.device) -> tuple[int | None, int]:
+    """The tile size ``--tile auto`` would use for ``size`` (``None``: untiled) and the tiles at once."""
     from mlfuse.inference.tiling import default_budget, resolve_tile, tile_workers
 
-    workers = tile_workers(model, device)
     budget = default_budget(device) if budget_mb is None else int(budget_mb * 2**20)
-    return resolve_tile("auto", model, *size, budget, workers)
+    workers = tile_workers(model, device, size=size, budget_bytes=budget)
+    return resolve_tile("auto", model, *size, budget, workers), workers
 
 
-def _forward(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, tile: int | None, device: torch.device,
-             sync: bool) -> float:
-    from mlfuse.inference.tiling import tile_workers, tiled_forward
+def _forward(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, tile: int | None, workers: int,
+             device: torch.device, sync: bool) -> float:
+    from mlfuse.inference.tiling import tiled_forward
 
-    workers = tile_workers(model, device)
     with torch.inference_mode():
         if sync:
             torch.cuda.synchronize()
@@ -94,14 +93,14 @@ def measure_scaled(model: torch.nn.Module, label: str, size: tuple[int, int], *,
     mh, mw = getattr(card, "min_size", (1, 1))
     crop = (slice(0, max(64, mh)), slice(0, max(64, mw)))
     cpu = torch.device("cpu")
-    tile = _scaled_mode(model, size, budget_mb, cpu)
+    tile, workers = _scaled_mode(model, size, budget_mb, cpu)
     eff = Efficiency(label, (h, w), params=sum(p.numel() for p in model.parameters()),
                      cpu_threads=torch.get_num_threads(), mode="untiled" if tile is None else f"tiled {tile}")
     with torch.inference_mode():  # oneDNN primitives and the allocator, before the measured forward
         model.fusion_forward(x[..., crop[0], crop[1]].contiguous(), y[..., crop[0], crop[1]].contiguous())
     peak = PeakRSS()
     peak.start()
-    eff.cpu_s = _forward(model, x, y, tile, cpu, sync=False)
+    eff.cpu_s = _forward(model, x, y, tile, workers, cpu, sync=False)
     if cpu_peak:
         eff.cpu_peak_mb = peak.stop()
     if gpu is None:
@@ -109,11 +108,11 @@ def measure_scaled(model: torch.nn.Module, label: str, size: tuple[int, int], *,
     if gpu:
         dev = torch.device("cuda")
         model = model.to(dev)
-        tile_gpu = _scaled_mode(model, size, budget_mb, dev)
+        tile_gpu, workers_gpu = _scaled_mode(model, size, budget_mb, dev)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        eff.gpu_s = _forward(model, x, y, tile_gpu, dev, sync=True)
+        eff.gpu_s = _forward(model, x, y, tile_gpu, workers_gpu, dev, sync=True)
         eff.gpu_peak_mb = (torch.cuda.max_memory_allocated() - base) / 2**20
         if tile_gpu != tile:
             eff.mode += f" (GPU: {'untiled' if tile_gpu is None else f'tiled {tile_gpu}'})"

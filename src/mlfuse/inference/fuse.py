@@ -150,8 +150,8 @@ def run_network(model: nn.Module, structural: np.ndarray, functional: np.ndarray
         functional = np.pad(functional, pads, mode="reflect")
     device = next(model.parameters()).device
     # CPU tiles run one per core with single-threaded ops (no per-op thread synchronisation)
-    workers = tile_workers(model, device, opt.workers)
     budget = default_budget(device) if tile_budget_mb is None else int(tile_budget_mb * 2**20)
+    workers = tile_workers(model, device, opt.workers, size=structural.shape, budget_bytes=budget)
     tile_size = resolve_tile(tile, model, *structural.shape, budget, workers, check_memory=True)
     with warnings.catch_warnings():  # decoded pixels are read-only views; nothing writes into them
         warnings.filterwarnings("ignore", "The given NumPy array is not writable")

@@ -321,12 +321,37 @@ def choose_tile(spec: TileSpec, height: int, width: int, budget_bytes: int) -> i
     return max(side, spec.align, 16)
 
 
-def tile_workers(model: nn.Module, device: torch.device, requested: int | None = None) -> int:
+#: assumed speed of one tile on T intra-op threads, relative to one thread: 1 + this x (T - 1); what
+#: :func:`tile_workers` weighs against the larger windows of tiles computed side by side
+INTRA_OP_EFFICIENCY = 0.75
+
+
+def tile_workers(model: nn.Module, device: torch.device, requested: int | None = None, *,
+                 size: tuple[int, int] | None = None, budget_bytes: int | None = None) -> int:
     """Tiles computed at once: on the CPU ``requested``, else the model's own ``workers``, else torch's
-    thread count (one tile per thread, see :meth:`Tiler.map`); one on a GPU."""
+    thread count (one tile per thread, see :meth:`Tiler.map`); one on a GPU.
+
+    Given the image ``size`` and the ``--tile auto`` budget, tiles side by side share the budget, so
+    each is smaller and the halos cost more; where that makes the run slower than one tile at a time
+    on every thread (estimated: windows' total area / parallel speed, :data:`INTRA_OP_EFFICIENCY`),
+    one worker is returned. It matters for wide halos (EMMA's 256 px: 12x the image's area in
+    2-worker windows at 4096 x 4096 and 1 GB, 4x in 1-worker windows)."""
     if torch.device(device).type != "cpu":
         return 1
-    return requested or getattr(model, "workers", None) or torch.get_num_threads()
+    threads = requested or getattr(model, "workers", None) or torch.get_num_threads()
+    spec = tile_spec(model)
+    if requested or threads <= 1 or size is None or budget_bytes is None or spec is None:
+        return threads
+    h, w = size
+    if untiled_bytes(spec, h, w) <= budget_bytes:
+        return threads
+
+    def area(workers: int) -> int:
+        tile = choose_tile(spec, h, w, budget_bytes // workers)
+        return sum((x.bottom - x.top) * (x.right - x.left) for x in plan_windows(h, w, tile, spec.halo, spec.align))
+
+    one = area(1) / (1 + INTRA_OP_EFFICIENCY * (torch.get_num_threads() - 1))
+    return threads if area(threads) / threads <= one else 1
 
 
 def to_unit_float(pixels: Tensor, scale: float) -> Tensor:
