@@ -48,6 +48,7 @@ from mlfuse.data.io import (
 )
 from mlfuse.data.pairs import Pairing, pair_folders
 from mlfuse.errors import FusionError, InputError, MLFuseError, OutputError, OutputExistsError
+from mlfuse.inference import streaming
 from mlfuse.inference.tiling import (
     default_budget,
     is_out_of_memory,
@@ -171,8 +172,10 @@ def run_network(model: nn.Module, structural: np.ndarray, functional: np.ndarray
             if tile_size is None:
                 out = model.fusion_forward(s, f)
             else:
+                # kept block outputs of streamed passes: a quarter of the budget in memory, the rest in files
                 out = tiled_forward(model, s, f, tile_size, progress=progress, workers=workers,
-                                    scale=scale if integer else None)
+                                    scale=scale if integer else None,
+                                    cache_ram_bytes=min(streaming.CACHE_RAM_BYTES, budget // 4))
     except (MemoryError, RuntimeError) as exc:  # an allocation failure is this pair's, not the run's
         if not is_out_of_memory(exc):
             raise

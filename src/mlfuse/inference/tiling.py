@@ -412,7 +412,8 @@ def resolve_tile(tile: str | int | None, model: nn.Module, height: int, width: i
 
 def tiled_forward(model: nn.Module, structural: Tensor, functional: Tensor, tile: int | tuple[int, int], *,
                   progress: bool = False, workers: int = 1, out_device: torch.device | str = "cpu",
-                  scale: float | None = None, keep_blocks: bool = True) -> Tensor:
+                  scale: float | None = None, keep_blocks: bool = True,
+                  cache_ram_bytes: int | None = None) -> Tensor:
     """Raw output (B x 1 x H x W float32, on ``out_device``) of ``model`` computed tile by tile.
 
     Inputs are full-size B x 1 x H x W tensors (kept where they are, normally the CPU); only the
@@ -421,7 +422,8 @@ def tiled_forward(model: nn.Module, structural: Tensor, functional: Tensor, tile
     (:meth:`Tiler.load`), so no whole-image float copy exists. Call under ``torch.inference_mode()`` (and
     autocast, if wanted) as for the untiled forward. ``workers``: CPU tiles computed at once (see
     :meth:`Tiler.map`). ``keep_blocks``: streaming networks keep blocks' outputs between passes
-    (:class:`mlfuse.inference.streaming.PassCache`); ``False`` recomputes each pass from the input
+    (:class:`mlfuse.inference.streaming.PassCache`, at most ``cache_ram_bytes`` in memory, default
+    ``streaming.CACHE_RAM_BYTES``, the rest in files); ``False`` recomputes each pass from the input
     (the reference the cache is tested and benchmarked against). Raises :class:`TilingError` for a
     network that declares no :class:`TileSpec`, or has global ops without the two hooks.
     """
@@ -452,7 +454,8 @@ def tiled_forward(model: nn.Module, structural: Tensor, functional: Tensor, tile
 
     windows = tiler.windows(h, w, spec.halo, math.lcm(spec.align, multiple), min_size)
     if spec.streaming and spec.global_ops:
-        _streaming_passes(tiler, windows, one, streaming.PassCache() if keep_blocks else None)
+        cache = streaming.PassCache(cache_ram_bytes) if keep_blocks else None
+        _streaming_passes(tiler, windows, one, cache)
     else:
         tiler.map(one, windows)
     release_freed_memory()
