@@ -525,3 +525,28 @@ def test_auto_workers_keep_wide_halos_affordable(net) -> None:
         assert tile_workers(emma, cpu) == 2
     finally:
         torch.set_num_threads(1)
+
+
+def test_a_full_temp_folder_fails_the_pair_in_one_line(tmp_path, monkeypatch) -> None:
+    """Kept maps that cannot be written (disk full) fail the pair with a message naming the folder and
+    TMPDIR; the folder is removed."""
+    import errno
+
+    from mlfuse.errors import FusionError
+    from mlfuse.inference import streaming
+
+    monkeypatch.setattr(streaming, "CACHE_RAM_BYTES", 0)  # every kept map goes to a file
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(__import__("tempfile"), "tempdir", None)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(streaming, "_write_raw", full)
+    model = _small("cddfuse")
+    s, f = torch.rand(1, 1, 48, 16), torch.rand(1, 1, 48, 16)
+    with torch.inference_mode(), pytest.raises(FusionError) as info:
+        tiled_forward(model, s, f, 20)
+    message = str(info.value)
+    assert "\n" not in message and "No space left on device" in message and "TMPDIR" in message
+    assert str(tmp_path) in message and list(tmp_path.iterdir()) == []

@@ -50,6 +50,8 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from mlfuse.errors import FusionError
+
 #: class attribute marking a module whose forward calls :func:`reduce` exactly once
 STREAMING_OP = "STREAMING_OP"
 
@@ -141,10 +143,10 @@ class PassCache:
         else:
             entry.path = os.path.join(self._folder(), f"{number}.bin")
             try:
-                flat.view(torch.uint8).numpy().tofile(entry.path)
+                _write_raw(flat, entry.path)
             except OSError as exc:
-                raise OSError(f"tiled inference: cannot write intermediate maps to {self._dir} ({exc.strerror}); "
-                              "set TMPDIR to a folder with more free space") from exc
+                raise FusionError(f"tiled inference: cannot write intermediate maps to {self._dir} "
+                                  f"({exc.strerror or exc}); set TMPDIR to a folder with more free space") from None
             with self._lock:
                 self.stats.written += nbytes
         with self._lock:
@@ -182,6 +184,11 @@ class PassCache:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+
+
+def _write_raw(flat: Tensor, path: str) -> None:
+    """The bytes of a contiguous CPU tensor to a new file (plain write: no memory map)."""
+    flat.view(torch.uint8).numpy().tofile(path)
 
 
 class StreamingPass:
