@@ -442,8 +442,9 @@ def test_a_dropped_map_that_is_read_is_an_error() -> None:
         with streaming.window((4, 4), (slice(0, 4), slice(0, 4)), 0):
             net(x)  # returned from the cache, read by nothing: dropped
         with streaming.window((4, 4), (slice(0, 4), slice(0, 4)), 0):
+            y = net(x) * 2  # glue on the stand-in is allowed (it feeds kept blocks only)...
             with pytest.raises(RuntimeError, match="dropped intermediate map was read"):
-                net(x) * 2
+                streaming.use_output(y)  # ...a use of it is not
     cache.close()
 
 
@@ -550,3 +551,30 @@ def test_a_full_temp_folder_fails_the_pair_in_one_line(tmp_path, monkeypatch) ->
     message = str(info.value)
     assert "\n" not in message and "No space left on device" in message and "TMPDIR" in message
     assert str(tmp_path) in message and list(tmp_path.iterdir()) == []
+
+
+def test_the_pass_cache_holds_the_frontier_only(monkeypatch) -> None:
+    """CDDFuse (two 4-block Restormer chains, then the fusion layers and a 4-block decoder chain):
+    after every pass each window keeps at most 3 block outputs (the two chains' frontiers and the
+    detail fusion), not every level computed so far."""
+    import contextlib
+
+    from mlfuse.inference import streaming
+
+    model = _small("cddfuse")
+    most: list[int] = []
+    real = streaming.streaming_pass
+
+    @contextlib.contextmanager
+    def counted(state):
+        with real(state):
+            yield state
+        live = [key for key, entry in state.cache.entries.items() if not entry.dead and key[0] == 0]
+        most.append(len(live))
+
+    monkeypatch.setattr(streaming, "streaming_pass", counted)
+    g = torch.Generator().manual_seed(4)
+    s, f = torch.rand(1, 1, 48, 16, generator=g), torch.rand(1, 1, 48, 16, generator=g)
+    with torch.inference_mode():
+        tiled_forward(model, s, f, 20)
+    assert len(most) == 11 and max(most) == 3, most

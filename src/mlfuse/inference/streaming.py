@@ -20,11 +20,12 @@ Blocks (forwards decorated with :func:`block`) are where a pass resumes: a block
 window was valid in one pass has that output kept (:class:`PassCache`: in memory up to a limit, then
 in files in a temporary folder, never memory-mapped) and returned in later passes without being
 computed, so each pass computes one level instead of the whole network up to it (~L/2 times fewer
-operations for L levels). Only outputs a later pass still reads are kept: a kept output that a pass
-passes only to blocks which are themselves kept is dropped after that pass (a
-``TorchFunctionMode`` sees which tensors the computed operations read), so the cache holds about the
-frontier of the computation, not every level. Without a cache (``StreamingPass(known)`` alone) every
-pass recomputes from the input, as the reference.
+operations for L levels). Only outputs a later pass still reads are kept: a ``TorchFunctionMode``
+records which kept outputs every computed tensor derives from, and a kept output from which nothing
+was *used* in a pass (computed on by a block or a whole-image sum, or part of the window's output;
+glue such as an addition feeding a block that is itself kept does not count) is dropped after it,
+so the cache holds about the frontier of the computation, not every level. Without a cache
+(``StreamingPass(known)`` alone) every pass recomputes from the input, as the reference.
 
 Ops and blocks are identified per window forward by (module, how many times it has been called), so
 a module called for both images (the shared encoder) has one entry per call. A block that is skipped
@@ -219,24 +220,59 @@ def streaming_pass(state: StreamingPass) -> Iterator[StreamingPass]:
         _PASS = previous
 
 
-class _Reads(TorchFunctionMode):
-    """Marks the kept block outputs that a computed operation reads (they stay kept) and refuses to
-    read a dead one's placeholder (an internal error: its data is gone)."""
+class _Provenance(TorchFunctionMode):
+    """Records, for every tensor an operation computes from kept block outputs, which kept outputs
+    it derives from (and whether from a dropped one's placeholder). Glue between blocks (an
+    addition, a concatenation, a 1x1 convolution) keeps running in every pass; only a *use* of its
+    result (:func:`_use`: a block or a whole-image sum computing on it, or the window's output)
+    keeps the kept outputs it came from."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        returned, placeholders = _LOCAL.returned, _LOCAL.placeholders
-        if returned or placeholders:
-            for value in (*args, *kwargs.values()):
-                for t in (value if isinstance(value, (list, tuple)) else (value,)):
-                    if isinstance(t, Tensor):
-                        if id(t) in placeholders:
-                            raise RuntimeError("tiled inference: a dropped intermediate map was read "
-                                               f"(by {getattr(func, '__name__', func)})")
-                        handed = returned.get(id(t))
-                        if handed is not None and handed[1]() is t:
-                            _LOCAL.consumed.add(handed[0])
-        return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        if _LOCAL.origin:
+            keys, dropped = _origins((*args, *kwargs.values()))
+            if keys or dropped:
+                for t in _tensors(out):
+                    _LOCAL.origin[id(t)] = (weakref.ref(t), keys, dropped)
+        return out
+
+
+def _tensors(values: Any) -> Iterator[Tensor]:
+    for value in values if isinstance(values, (list, tuple)) else (values,):
+        if isinstance(value, Tensor):
+            yield value
+        elif isinstance(value, (list, tuple)):
+            yield from (t for t in value if isinstance(t, Tensor))
+
+
+def _origins(values: Any) -> tuple[frozenset, bool]:
+    keys: frozenset = frozenset()
+    dropped = False
+    origin = _LOCAL.origin
+    for t in _tensors(values):
+        found = origin.get(id(t))
+        if found is not None and found[0]() is t:
+            keys, dropped = keys | found[1], dropped or found[2]
+    return keys, dropped
+
+
+def _use(values: Any, what: str, consume: bool = True) -> frozenset:
+    """``values`` are computed on: the kept outputs they derive from (returned) stay kept unless
+    ``consume`` is false; one derived from a dropped output is an internal error (its data is gone)."""
+    if not getattr(_LOCAL, "origin", None):
+        return frozenset()
+    keys, dropped = _origins(values)
+    if dropped:
+        raise RuntimeError(f"tiled inference: a dropped intermediate map was read (by {what})")
+    if consume:
+        _LOCAL.consumed |= keys
+    return keys
+
+
+def use_output(y: Tensor) -> None:
+    """The window's output is about to be kept: it must not derive from a dropped map."""
+    _use((y,), "the window's output")
 
 
 @contextmanager
@@ -249,22 +285,23 @@ def window(size: tuple[int, int], core: tuple[slice, slice], index: int | None =
     _LOCAL.calls = {}
     _LOCAL.blocks = {}
     _LOCAL.index = index
-    _LOCAL.returned = {}  # id(tensor) -> (cache key, weak ref): kept outputs handed out in this window
+    _LOCAL.handed = {}  # cache key -> weak ref: kept outputs handed out in this window
+    _LOCAL.origin = {}  # id(tensor) -> (weak ref, kept outputs it derives from, from a placeholder?)
+    _LOCAL.placeholders = []  # dropped outputs' stand-ins (tiny), held so their ids stay theirs
     _LOCAL.consumed = set()
-    _LOCAL.placeholders = {}
     cache = _PASS.cache if _PASS is not None and index is not None else None
     try:
         if cache is None:
             yield
         else:
-            with _Reads():
+            with _Provenance():
                 yield
-            for key, _ in list(_LOCAL.returned.values()):
-                if key not in _LOCAL.consumed:  # only kept blocks took it: no later pass reads it
+            for key in _LOCAL.handed:
+                if key not in _LOCAL.consumed:  # nothing computed on it: no later pass needs it
                     cache.kill(key)
     finally:
         _LOCAL.window = previous
-        _LOCAL.returned, _LOCAL.placeholders, _LOCAL.consumed = {}, {}, set()
+        _LOCAL.handed, _LOCAL.origin, _LOCAL.placeholders, _LOCAL.consumed = {}, {}, [], set()
 
 
 def active() -> bool:
@@ -296,8 +333,10 @@ def reduce(op: nn.Module, sums: Callable[..., tuple[Tensor, ...]], *maps: Tensor
     output's shape. Call only when :func:`active`."""
     state = _PASS
     key = _key(op)
-    if key in state.known:
+    if key in state.known:  # computed on now: the enclosing block's or the result's use decides
+        _use(maps, type(op).__name__, consume=False)
         return state.known[key]
+    _use(maps, type(op).__name__)  # recomputed in the next pass
     with torch.autocast(maps[0].device.type, enabled=False):
         part = [t.double() for t in sums(*(core_of(m).float() for m in maps))]
     with state.lock:
@@ -339,13 +378,23 @@ def _poisoned(x: Tensor) -> bool:
 
 def _hand_out(cache: PassCache, key: tuple) -> Tensor:
     kept = cache.get(key)
-    if isinstance(kept, _Entry):  # dead: whoever takes it is kept as well and ignores it
+    if isinstance(kept, _Entry):  # dropped: nothing computed on it in the pass after it was kept
         placeholder = torch.full((1,) * len(kept.shape), float("nan"), dtype=kept.dtype,
                                  device=kept.device).expand(kept.shape)
-        _LOCAL.placeholders[id(placeholder)] = placeholder
+        _LOCAL.placeholders.append(placeholder)
+        _LOCAL.origin[id(placeholder)] = (weakref.ref(placeholder), frozenset(), True)
         return placeholder
-    _LOCAL.returned[id(kept)] = (key, weakref.ref(kept))  # weak: a map nobody holds is freed as usual
+    _LOCAL.handed[key] = weakref.ref(kept)
+    _LOCAL.origin[id(kept)] = (weakref.ref(kept), frozenset((key,)), False)  # weak: freed as usual
     return kept
+
+
+def _keep(cache: PassCache, key: tuple, out: Tensor) -> None:
+    """Keep a block's output; from now on it stands for itself (a use of it keeps it, not its inputs),
+    and it is dropped at the window's end if nothing uses it (its readers are all kept already)."""
+    cache.put(key, out)
+    _LOCAL.handed[key] = weakref.ref(out)
+    _LOCAL.origin[id(out)] = (weakref.ref(out), frozenset((key,)), False)
 
 
 def block(forward: Callable[..., Any] | None = None, *, poisoned: str = "input") -> Callable[..., Any]:
@@ -373,23 +422,31 @@ def block(forward: Callable[..., Any] | None = None, *, poisoned: str = "input")
             if arity == 0:
                 return _hand_out(cache, key)
             return tuple(_hand_out(cache, (*key, i)) for i in range(arity))
+        # what it reads stays kept unless its own output is kept now (a later pass then returns that)
+        used = _use((x, *args, *kwargs.values()), type(self).__name__, consume=False)
         if poisoned == "input" and _poisoned(x):
+            _LOCAL.consumed |= used  # computed in a later pass
             _advance_inside(self)
             channels = getattr(self, "block_out_channels", None)  # a block that changes the channel count
             if channels is None:
                 return x
             return x[:, :1].new_full((1,) * x.dim(), float("nan")).expand(x.shape[0], channels, *x.shape[2:])
         out = forward(self, x, *args, **kwargs)
+        kept = False
         if cache is not None:
             if isinstance(out, Tensor):
                 if not _poisoned(out):
-                    cache.put(key, out)
+                    _keep(cache, key, out)
                     cache.arity[key] = 0
+                    kept = True
             elif (isinstance(out, tuple) and all(isinstance(t, Tensor) for t in out)
                   and not any(_poisoned(t) for t in out)):
                 for i, t in enumerate(out):
-                    cache.put((*key, i), t)
+                    _keep(cache, (*key, i), t)
                 cache.arity[key] = len(out)
+                kept = True
+        if not kept:
+            _LOCAL.consumed |= used
         return out
 
     run._streaming_block = True  # type: ignore[attr-defined]

@@ -449,6 +449,7 @@ def tiled_forward(model: nn.Module, structural: Tensor, functional: Tensor, tile
     def one(win: Window) -> None:
         s, f = tiler.load(structural, win), tiler.load(functional, win)
         y = window_forward(s, f, context, win)
+        streaming.use_output(y)
         rows, cols = win.core_in_region
         out[..., win.core[0], win.core[1]] = y[..., rows, cols].to(out.device, torch.float32)
 
