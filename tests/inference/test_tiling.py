@@ -578,3 +578,57 @@ def test_the_pass_cache_holds_the_frontier_only(monkeypatch) -> None:
     with torch.inference_mode():
         tiled_forward(model, s, f, 20)
     assert len(most) == 11 and max(most) == 3, most
+
+
+def test_kept_blocks_with_the_fast_path() -> None:
+    """The fast path fuses convolution + ReLU, which turns NaN (a map that depends on a sum unknown in
+    this pass) into 0: a block computed on such a map must not be kept (SMFNet's graph, which runs on
+    poisoned inputs). Kept = recomputed passes = untiled."""
+    from mlfuse.inference.fastpath import optimize_for_inference
+
+    fast = optimize_for_inference(_small("smfnet"), block=None)
+    g = torch.Generator().manual_seed(3)
+    s, f = torch.rand(1, 1, 72, 16, generator=g), torch.rand(1, 1, 72, 16, generator=g)
+    with torch.inference_mode():
+        whole = fast.fusion_forward(s, f)
+        ref = tiled_forward(fast, s, f, 20, keep_blocks=False)
+        kept = tiled_forward(fast, s, f, 20)
+    assert (ref - whole).abs().max().item() <= TOL
+    assert (kept - ref).abs().max().item() <= 1e-6
+
+
+@pytest.mark.parametrize("ram", [None, 0], ids=["memory", "files"])
+def test_the_cache_hands_back_the_memory_layout(ram) -> None:
+    from mlfuse.inference import streaming
+
+    cache = streaming.PassCache(ram_bytes=ram)
+    x = torch.rand(1, 8, 4, 5).contiguous(memory_format=torch.channels_last)
+    y = torch.rand(1, 8, 4, 5)
+    cache.put(("a",), x)
+    cache.put(("b",), y)
+    a, b = cache.get(("a",)), cache.get(("b",))
+    assert torch.equal(a, x) and a.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(b, y) and b.is_contiguous()
+    cache.close()
+
+
+def test_a_write_into_a_tensor_keeps_what_it_copies() -> None:
+    """``out[:] = kept * 2`` uses the kept output: it stays kept across passes."""
+    from mlfuse.inference import streaming
+
+    class Net(nn.Module):
+        @streaming.block
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + 1
+
+    net, cache = Net(), streaming.PassCache()
+    x = torch.zeros(1, 2, 4, 4)
+    with streaming.streaming_pass(streaming.StreamingPass({}, cache)):
+        for _ in range(3):
+            with streaming.window((4, 4), (slice(0, 4), slice(0, 4)), 0):
+                out = torch.empty_like(x)
+                out[:] = net(x) * 2
+                streaming.use_output(out)
+                assert torch.equal(out, torch.full_like(x, 2.0))
+    assert [e.dead for e in cache.entries.values()] == [False]
+    cache.close()

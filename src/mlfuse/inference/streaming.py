@@ -27,10 +27,10 @@ glue such as an addition feeding a block that is itself kept does not count) is 
 so the cache holds about the frontier of the computation, not every level. Without a cache
 (``StreamingPass(known)`` alone) every pass recomputes from the input, as the reference.
 
-Ops and blocks are identified per window forward by (module, how many times it has been called), so
-a module called for both images (the shared encoder) has one entry per call. A block that is skipped
-(poisoned input) or returned from the cache advances the call counts of the ops and blocks inside it,
-which must be called once per call of the block (true for every block here).
+Ops and blocks are identified per window forward by the block calls they run inside, themselves and
+how many times they have been called there, so a module called for both images (the shared
+encoder) has one entry per call, and a block returned from the cache or skipped (which calls nothing
+inside it) shifts no other op's identity.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ class _Entry:
     dtype: torch.dtype
     device: torch.device
     nbytes: int
+    channels_last: bool = False  # stored as N, H, W, C: handed back in the same memory layout
     data: Tensor | None = None  # in memory (CPU)
     path: str | None = None  # or in a file
     dead: bool = False  # no later pass reads it: its data is gone, a placeholder stands in
@@ -120,13 +121,17 @@ class PassCache:
             raw = np.fromfile(path, dtype=np.uint8)
             with self._lock:
                 self.stats.read += raw.nbytes
-            out = torch.from_numpy(raw).view(entry.dtype).reshape(entry.shape)
+            n, c, h, w = entry.shape if entry.channels_last else (0, 0, 0, 0)
+            out = torch.from_numpy(raw).view(entry.dtype)
+            out = out.reshape(n, h, w, c).permute(0, 3, 1, 2) if entry.channels_last else out.reshape(entry.shape)
         return out.to(entry.device)
 
     def put(self, key: tuple, value: Tensor) -> None:
         """Keep a copy of ``value`` (a block's valid output on one window)."""
         nbytes = value.numel() * value.element_size()
-        entry = _Entry(tuple(value.shape), value.dtype, value.device, nbytes)
+        channels_last = (value.dim() == 4 and not value.is_contiguous()
+                         and value.is_contiguous(memory_format=torch.channels_last))
+        entry = _Entry(tuple(value.shape), value.dtype, value.device, nbytes, channels_last)
         with self._lock:
             to_ram = self.ram + nbytes <= self.ram_limit
             if to_ram:
@@ -138,11 +143,14 @@ class PassCache:
             self.stats.peak_ram = max(self.stats.peak_ram, self.ram)
             self.stats.peak_disk = max(self.stats.peak_disk, self.disk)
             self.stats.stored += 1
-        flat = value.detach().to("cpu", copy=to_ram).contiguous().reshape(-1)
+        value = value.detach().to("cpu", copy=to_ram)
         if to_ram:
-            entry.data = flat.reshape(entry.shape)
+            entry.data = value if not channels_last else value.contiguous(memory_format=torch.channels_last)
+            if not channels_last:
+                entry.data = entry.data.contiguous()
         else:
             entry.path = os.path.join(self._folder(), f"{number}.bin")
+            flat = (value.permute(0, 2, 3, 1) if channels_last else value).contiguous().reshape(-1)
             try:
                 _write_raw(flat, entry.path)
             except OSError as exc:
@@ -221,21 +229,37 @@ def streaming_pass(state: StreamingPass) -> Iterator[StreamingPass]:
 
 
 class _Provenance(TorchFunctionMode):
-    """Records, for every tensor an operation computes from kept block outputs, which kept outputs
-    it derives from (and whether from a dropped one's placeholder). Glue between blocks (an
-    addition, a concatenation, a 1x1 convolution) keeps running in every pass; only a *use* of its
-    result (:func:`_use`: a block or a whole-image sum computing on it, or the window's output)
-    keeps the kept outputs it came from."""
+    """Records, for every tensor an operation computes from kept block outputs or from a poisoned map,
+    which kept outputs it derives from, whether from a dropped one's placeholder and whether from a
+    poisoned map (not every operation passes NaN on: a fused convolution + ReLU turns it into 0, so
+    "poisoned" is this flag, not the values). Glue between blocks (an addition, a concatenation, a
+    1x1 convolution) keeps running in every pass; only a *use* of its result (:func:`_use`: a block
+    or a whole-image sum computing on it, or the window's output) keeps the kept outputs it came
+    from. An in-place operation (``x.add_(y)``, ``x[i] = y``) marks its target as well."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         if _LOCAL.origin:
-            keys, dropped = _origins((*args, *kwargs.values()))
-            if keys or dropped:
-                for t in _tensors(out):
-                    _LOCAL.origin[id(t)] = (weakref.ref(t), keys, dropped)
+            keys, dropped, poisoned = _origins((*args, *kwargs.values()))
+            if keys or dropped or poisoned:
+                targets = list(_tensors(out))
+                name = getattr(func, "__name__", "")
+                if args and isinstance(args[0], Tensor) and (name.endswith("_") or name in _IN_PLACE):
+                    targets.append(args[0])
+                for t in targets:
+                    _mark(t, keys, dropped, poisoned)
         return out
+
+
+_IN_PLACE = {"__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__", "copy_"}
+
+
+def _mark(t: Tensor, keys: frozenset = frozenset(), dropped: bool = False, poisoned: bool = False) -> None:
+    found = _LOCAL.origin.get(id(t))
+    if found is not None and found[0]() is t:  # an in-place target keeps what it had
+        keys, dropped, poisoned = keys | found[1], dropped or found[2], poisoned or found[3]
+    _LOCAL.origin[id(t)] = (weakref.ref(t), keys, dropped, poisoned)
 
 
 def _tensors(values: Any) -> Iterator[Tensor]:
@@ -246,23 +270,21 @@ def _tensors(values: Any) -> Iterator[Tensor]:
             yield from (t for t in value if isinstance(t, Tensor))
 
 
-def _origins(values: Any) -> tuple[frozenset, bool]:
+def _origins(values: Any) -> tuple[frozenset, bool, bool]:
     keys: frozenset = frozenset()
-    dropped = False
-    origin = _LOCAL.origin
+    dropped = poisoned = False
+    origin = getattr(_LOCAL, "origin", None) or {}
     for t in _tensors(values):
         found = origin.get(id(t))
         if found is not None and found[0]() is t:
-            keys, dropped = keys | found[1], dropped or found[2]
-    return keys, dropped
+            keys, dropped, poisoned = keys | found[1], dropped or found[2], poisoned or found[3]
+    return keys, dropped, poisoned
 
 
 def _use(values: Any, what: str, consume: bool = True) -> frozenset:
     """``values`` are computed on: the kept outputs they derive from (returned) stay kept unless
     ``consume`` is false; one derived from a dropped output is an internal error (its data is gone)."""
-    if not getattr(_LOCAL, "origin", None):
-        return frozenset()
-    keys, dropped = _origins(values)
+    keys, dropped, _ = _origins(values)
     if dropped:
         raise RuntimeError(f"tiled inference: a dropped intermediate map was read (by {what})")
     if consume:
@@ -272,7 +294,16 @@ def _use(values: Any, what: str, consume: bool = True) -> frozenset:
 
 def use_output(y: Tensor) -> None:
     """The window's output is about to be kept: it must not derive from a dropped map."""
-    _use((y,), "the window's output")
+    if active():
+        _use((y,), "the window's output")
+
+
+def _poisoned(*values: Any) -> bool:
+    """Whether a map derives from an op whose sums are unknown in this pass (the provenance flag;
+    NaN in the first element as well, for maps made outside the recorded operations)."""
+    if _origins(values)[2]:
+        return True
+    return any(bool(torch.isnan(t.reshape(-1)[0])) for t in _tensors(values) if t.is_floating_point())
 
 
 @contextmanager
@@ -282,20 +313,19 @@ def window(size: tuple[int, int], core: tuple[slice, slice], index: int | None =
     :class:`PassCache` (none: nothing is kept for it)."""
     previous = getattr(_LOCAL, "window", None)
     _LOCAL.window = (size, core)
-    _LOCAL.calls = {}
-    _LOCAL.blocks = {}
+    _LOCAL.scope = ()  # the block calls the current op runs inside: ((id(block), n), ...)
+    _LOCAL.counts = {}  # (scope, id(module)) -> calls so far
     _LOCAL.index = index
     _LOCAL.handed = {}  # cache key -> weak ref: kept outputs handed out in this window
-    _LOCAL.origin = {}  # id(tensor) -> (weak ref, kept outputs it derives from, from a placeholder?)
+    # id(tensor) -> (weak ref, kept outputs it derives from, from a placeholder?, poisoned?)
+    _LOCAL.origin = {}
     _LOCAL.placeholders = []  # dropped outputs' stand-ins (tiny), held so their ids stay theirs
     _LOCAL.consumed = set()
     cache = _PASS.cache if _PASS is not None and index is not None else None
     try:
-        if cache is None:
+        with _Provenance():
             yield
-        else:
-            with _Provenance():
-                yield
+        if cache is not None:
             for key in _LOCAL.handed:
                 if key not in _LOCAL.consumed:  # nothing computed on it: no later pass needs it
                     cache.kill(key)
@@ -309,11 +339,19 @@ def active() -> bool:
     return _PASS is not None and getattr(_LOCAL, "window", None) is not None
 
 
-def _key(op: nn.Module) -> tuple[int, int]:
-    calls = _LOCAL.calls
-    n = calls.get(id(op), 0)
-    calls[id(op)] = n + 1
-    return id(op), n
+def _count(module: nn.Module) -> int:
+    """Calls of ``module`` so far inside the current block call (or the window's forward)."""
+    slot = (_LOCAL.scope, id(module))
+    n = _LOCAL.counts.get(slot, 0)
+    _LOCAL.counts[slot] = n + 1
+    return n
+
+
+def _key(op: nn.Module) -> tuple:
+    """An op's identity in a window's forward: the block calls it runs inside, itself, its call number
+    there. A block returned from the cache or skipped calls nothing inside it, and nothing outside it
+    shifts, so keys agree between passes however many blocks each pass computes."""
+    return _LOCAL.scope, id(op), _count(op)
 
 
 def core_of(x: Tensor) -> Tensor:
@@ -337,6 +375,10 @@ def reduce(op: nn.Module, sums: Callable[..., tuple[Tensor, ...]], *maps: Tensor
         _use(maps, type(op).__name__, consume=False)
         return state.known[key]
     _use(maps, type(op).__name__)  # recomputed in the next pass
+    if _origins(maps)[2]:  # depends on an op unknown in this pass
+        with state.lock:
+            state.poisoned = True
+        return None
     with torch.autocast(maps[0].device.type, enabled=False):
         part = [t.double() for t in sums(*(core_of(m).float() for m in maps))]
     with state.lock:
@@ -351,29 +393,10 @@ def reduce(op: nn.Module, sums: Callable[..., tuple[Tensor, ...]], *maps: Tensor
 
 def poison(like: Tensor) -> Tensor:
     """A NaN map shaped like ``like``: the output of an op whose sums are not known yet."""
-    return torch.full_like(like, float("nan"))
-
-
-def _advance_inside(module: nn.Module) -> None:
-    """Advance the call counts of the ops and blocks inside ``module``, which was not run."""
-    for m in module.modules():
-        if m is module:
-            continue
-        if getattr(m, STREAMING_OP, False):
-            _key(m)
-        if getattr(type(m).forward, "_streaming_block", False):
-            _block_key(m)
-
-
-def _block_key(module: nn.Module) -> tuple[int | None, int, int]:
-    blocks = _LOCAL.blocks
-    n = blocks.get(id(module), 0)
-    blocks[id(module)] = n + 1
-    return _LOCAL.index, id(module), n
-
-
-def _poisoned(x: Tensor) -> bool:
-    return bool(torch.isnan(x.reshape(-1)[0]))
+    out = torch.full_like(like, float("nan"))
+    if active():
+        _mark(out, poisoned=True)
+    return out
 
 
 def _hand_out(cache: PassCache, key: tuple) -> Tensor:
@@ -382,10 +405,10 @@ def _hand_out(cache: PassCache, key: tuple) -> Tensor:
         placeholder = torch.full((1,) * len(kept.shape), float("nan"), dtype=kept.dtype,
                                  device=kept.device).expand(kept.shape)
         _LOCAL.placeholders.append(placeholder)
-        _LOCAL.origin[id(placeholder)] = (weakref.ref(placeholder), frozenset(), True)
+        _LOCAL.origin[id(placeholder)] = (weakref.ref(placeholder), frozenset(), True, False)
         return placeholder
     _LOCAL.handed[key] = weakref.ref(kept)
-    _LOCAL.origin[id(kept)] = (weakref.ref(kept), frozenset((key,)), False)  # weak: freed as usual
+    _LOCAL.origin[id(kept)] = (weakref.ref(kept), frozenset((key,)), False, False)  # weak: freed as usual
     return kept
 
 
@@ -394,17 +417,18 @@ def _keep(cache: PassCache, key: tuple, out: Tensor) -> None:
     and it is dropped at the window's end if nothing uses it (its readers are all kept already)."""
     cache.put(key, out)
     _LOCAL.handed[key] = weakref.ref(out)
-    _LOCAL.origin[id(out)] = (weakref.ref(out), frozenset((key,)), False)
+    _LOCAL.origin[id(out)] = (weakref.ref(out), frozenset((key,)), False, False)
 
 
 def block(forward: Callable[..., Any] | None = None, *, poisoned: str = "input") -> Callable[..., Any]:
     """Decorator for the ``forward(self, x, ...)`` of a block (a module whose output is one map or a
     tuple of maps): in a tiled pass, a kept output from an earlier pass is returned without computing,
-    and a valid output is kept for later passes. A poisoned ``x`` (``poisoned="input"``, the default)
-    skips the block, whose output would be poisoned too: ``x`` itself is returned, or a NaN map of
-    ``self.block_out_channels`` channels where the block sets that; ``poisoned="compute"`` runs the
-    forward instead (for blocks whose output is not shaped like ``x``: its inner blocks still skip).
-    Outside tiled inference the forward runs untouched."""
+    and a valid output (no input, and no whole-image sum inside, unknown in this pass) is kept for
+    later passes. A poisoned ``x`` (``poisoned="input"``, the default) skips the block, whose output
+    would be poisoned too: ``x`` itself is returned, or a NaN map of ``self.block_out_channels``
+    channels where the block sets that; ``poisoned="compute"`` runs the forward instead (for blocks
+    whose output is not shaped like ``x``: its inner blocks still skip). Outside tiled inference the
+    forward runs untouched."""
     if poisoned not in ("input", "compute"):
         raise ValueError(f"poisoned must be 'input' or 'compute', not {poisoned!r}")
     if forward is None:
@@ -414,39 +438,42 @@ def block(forward: Callable[..., Any] | None = None, *, poisoned: str = "input")
     def run(self: nn.Module, x: Tensor, *args: Any, **kwargs: Any) -> Any:
         if not active():
             return forward(self, x, *args, **kwargs)
-        key = _block_key(self)
+        here = (*_LOCAL.scope, (id(self), _count(self)))
+        key = (_LOCAL.index, here)
         cache = _PASS.cache if _LOCAL.index is not None else None
         arity = cache.arity.get(key) if cache is not None else None  # 0: one map, n: a tuple of n
         if arity is not None:
-            _advance_inside(self)
             if arity == 0:
                 return _hand_out(cache, key)
             return tuple(_hand_out(cache, (*key, i)) for i in range(arity))
         # what it reads stays kept unless its own output is kept now (a later pass then returns that)
-        used = _use((x, *args, *kwargs.values()), type(self).__name__, consume=False)
+        inputs = (x, *args, *kwargs.values())
+        used = _use(inputs, type(self).__name__, consume=False)
         if poisoned == "input" and _poisoned(x):
             _LOCAL.consumed |= used  # computed in a later pass
-            _advance_inside(self)
             channels = getattr(self, "block_out_channels", None)  # a block that changes the channel count
             if channels is None:
                 return x
-            return x[:, :1].new_full((1,) * x.dim(), float("nan")).expand(x.shape[0], channels, *x.shape[2:])
-        out = forward(self, x, *args, **kwargs)
-        kept = False
-        if cache is not None:
-            if isinstance(out, Tensor):
-                if not _poisoned(out):
-                    _keep(cache, key, out)
-                    cache.arity[key] = 0
-                    kept = True
-            elif (isinstance(out, tuple) and all(isinstance(t, Tensor) for t in out)
-                  and not any(_poisoned(t) for t in out)):
-                for i, t in enumerate(out):
-                    _keep(cache, (*key, i), t)
-                cache.arity[key] = len(out)
-                kept = True
-        if not kept:
-            _LOCAL.consumed |= used
+            out = x[:, :1].new_full((1,) * x.dim(), float("nan")).expand(x.shape[0], channels, *x.shape[2:])
+            _mark(out, poisoned=True)
+            return out
+        valid = not _poisoned(*inputs)
+        outer, _LOCAL.scope = _LOCAL.scope, here
+        try:
+            out = forward(self, x, *args, **kwargs)
+        finally:
+            _LOCAL.scope = outer
+        outs = (out,) if isinstance(out, Tensor) else out
+        if not valid or _poisoned(outs):
+            for t in _tensors(outs):
+                _mark(t, poisoned=True)
+            valid = False
+        if not (valid and isinstance(outs, tuple) and all(isinstance(t, Tensor) for t in outs)):
+            _LOCAL.consumed |= used  # not kept: computed on again in a later pass
+        elif cache is not None:
+            for i, t in enumerate(outs):
+                _keep(cache, key if isinstance(out, Tensor) else (*key, i), t)
+            cache.arity[key] = 0 if isinstance(out, Tensor) else len(outs)
         return out
 
     run._streaming_block = True  # type: ignore[attr-defined]
