@@ -67,28 +67,20 @@ def _child(cfg: dict) -> None:
     Path("/proc/self/clear_refs").write_text("5")
     base = _hwm()
     t = time.perf_counter()
-    caches = []
-    real_cache = streaming.PassCache
-
-    def spy(*args, **kwargs):  # the pass cache of a streaming network: what it held
-        caches.append(real_cache(*args, **kwargs))
-        return caches[-1]
-
-    streaming.PassCache = spy
+    held = streaming.CacheStats()  # what a streaming network's pass cache held
     cpu = time.process_time()
     with torch.inference_mode():
         if cfg["tile"]:
-            out = tiled_forward(model, s, f, cfg["tile"], keep_blocks=cfg.get("keep_blocks", True))
+            out = tiled_forward(model, s, f, cfg["tile"], keep_blocks=cfg.get("keep_blocks", True), cache_stats=held)
         else:
             out = model.fusion_forward(s, f)
     seconds = time.perf_counter() - t
     cpu = time.process_time() - cpu
     peak = _hwm() - base
     res = {"seconds": seconds, "cpu_seconds": round(cpu, 2), "peak_bytes": peak, "mp": h * w / 1e6}
-    if caches:
-        st = caches[-1].stats
-        res["pass_cache"] = {"peak_ram_bytes": st.peak_ram, "peak_file_bytes": st.peak_disk,
-                             "written_bytes": st.written, "read_bytes": st.read}
+    if held.stored:
+        res["pass_cache"] = {"peak_ram_bytes": held.peak_ram, "peak_file_bytes": held.peak_disk,
+                             "written_bytes": held.written, "read_bytes": held.read}
     if cfg["tile"]:
         spec = tile_spec(model)
         wins = plan_windows(h, w, cfg["tile"], spec.halo, spec.align)

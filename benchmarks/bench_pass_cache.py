@@ -31,30 +31,19 @@ def measure(method: str, h: int, w: int, tile: int) -> dict:
     model = mlfuse.create_model(method, weights=None).eval()
     g = torch.Generator().manual_seed(1)
     s, f = torch.rand(1, 1, h, w, generator=g), torch.rand(1, 1, h, w, generator=g)
-    caches: list = []
-    real = streaming.PassCache
-
-    def spy(*args, **kwargs):
-        caches.append(real(*args, **kwargs))
-        return caches[-1]
-
-    streaming.PassCache = spy
-    try:
-        with torch.inference_mode():
-            model.fusion_forward(s[..., :64, :64].contiguous(), f[..., :64, :64].contiguous())  # warm-up
-            t = time.process_time()
-            ref = model.fusion_forward(s, f)
-            untiled = time.process_time() - t
-            t = time.process_time()
-            kept = tiled_forward(model, s, f, tile)
-            kept_s = time.process_time() - t
-            t = time.process_time()
-            again = tiled_forward(model, s, f, tile, keep_blocks=False)
-            recomputed_s = time.process_time() - t
-    finally:
-        streaming.PassCache = real
+    stats = streaming.CacheStats()
+    with torch.inference_mode():
+        model.fusion_forward(s[..., :64, :64].contiguous(), f[..., :64, :64].contiguous())  # warm-up
+        t = time.process_time()
+        ref = model.fusion_forward(s, f)
+        untiled = time.process_time() - t
+        t = time.process_time()
+        kept = tiled_forward(model, s, f, tile, cache_stats=stats)
+        kept_s = time.process_time() - t
+        t = time.process_time()
+        again = tiled_forward(model, s, f, tile, keep_blocks=False)
+        recomputed_s = time.process_time() - t
     spec = tile_spec(model)
-    stats = caches[-1].stats
     return {"method": method, "size": [h, w], "tile": tile, "windows": len(plan_windows(h, w, tile, spec.halo,
                                                                                        spec.align)),
             "untiled_cpu_s": round(untiled, 2), "tiled_kept_cpu_s": round(kept_s, 2),

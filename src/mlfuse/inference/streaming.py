@@ -94,14 +94,15 @@ class PassCache:
     under ``folder`` (default: the system's temp dir, ``TMPDIR``), read back with plain reads (the
     page cache is not the process's memory). :meth:`close` deletes the folder."""
 
-    def __init__(self, ram_bytes: int | None = None, folder: str | None = None) -> None:
+    def __init__(self, ram_bytes: int | None = None, folder: str | None = None,
+                 stats: CacheStats | None = None) -> None:
         self.ram_limit = CACHE_RAM_BYTES if ram_bytes is None else int(ram_bytes)
         self.parent = folder
         self.entries: dict[tuple, _Entry] = {}
         self.arity: dict[tuple, int] = {}  # block key -> 0 (its output is one map) or n (a tuple of n)
         self.ram = 0
         self.disk = 0
-        self.stats = CacheStats()
+        self.stats = stats if stats is not None else CacheStats()  # a caller's object: read after the run
         self._dir: str | None = None
         self._files = 0
         self._lock = threading.Lock()
@@ -145,9 +146,8 @@ class PassCache:
             self.stats.stored += 1
         value = value.detach().to("cpu", copy=to_ram)
         if to_ram:
-            entry.data = value if not channels_last else value.contiguous(memory_format=torch.channels_last)
-            if not channels_last:
-                entry.data = entry.data.contiguous()
+            entry.data = value.contiguous(memory_format=torch.channels_last if channels_last
+                                          else torch.contiguous_format)
         else:
             entry.path = os.path.join(self._folder(), f"{number}.bin")
             flat = (value.permute(0, 2, 3, 1) if channels_last else value).contiguous().reshape(-1)

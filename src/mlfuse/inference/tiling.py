@@ -413,7 +413,7 @@ def resolve_tile(tile: str | int | None, model: nn.Module, height: int, width: i
 def tiled_forward(model: nn.Module, structural: Tensor, functional: Tensor, tile: int | tuple[int, int], *,
                   progress: bool = False, workers: int = 1, out_device: torch.device | str = "cpu",
                   scale: float | None = None, keep_blocks: bool = True,
-                  cache_ram_bytes: int | None = None) -> Tensor:
+                  cache_ram_bytes: int | None = None, cache_stats: streaming.CacheStats | None = None) -> Tensor:
     """Raw output (B x 1 x H x W float32, on ``out_device``) of ``model`` computed tile by tile.
 
     Inputs are full-size B x 1 x H x W tensors (kept where they are, normally the CPU); only the
@@ -423,7 +423,8 @@ def tiled_forward(model: nn.Module, structural: Tensor, functional: Tensor, tile
     autocast, if wanted) as for the untiled forward. ``workers``: CPU tiles computed at once (see
     :meth:`Tiler.map`). ``keep_blocks``: streaming networks keep blocks' outputs between passes
     (:class:`mlfuse.inference.streaming.PassCache`, at most ``cache_ram_bytes`` in memory, default
-    ``streaming.CACHE_RAM_BYTES``, the rest in files); ``False`` recomputes each pass from the input
+    ``streaming.CACHE_RAM_BYTES``, the rest in files; what it held is added to ``cache_stats``, if
+    given); ``False`` recomputes each pass from the input
     (the reference the cache is tested and benchmarked against). Raises :class:`TilingError` for a
     network that declares no :class:`TileSpec`, or has global ops without the two hooks.
     """
@@ -455,7 +456,7 @@ def tiled_forward(model: nn.Module, structural: Tensor, functional: Tensor, tile
 
     windows = tiler.windows(h, w, spec.halo, math.lcm(spec.align, multiple), min_size)
     if spec.streaming and spec.global_ops:
-        cache = streaming.PassCache(cache_ram_bytes) if keep_blocks else None
+        cache = streaming.PassCache(cache_ram_bytes, stats=cache_stats) if keep_blocks else None
         _streaming_passes(tiler, windows, one, cache)
     else:
         tiler.map(one, windows)
@@ -468,11 +469,11 @@ MAX_STREAMING_PASSES = 200
 
 
 def _streaming_passes(tiler: Tiler, windows: list[Window], one: Callable[[Window], None],
-                      cache: streaming.PassCache | None) -> streaming.CacheStats | None:
+                      cache: streaming.PassCache | None) -> None:
     """Run ``one`` over all windows in passes until a pass finds every whole-image sum known
     (:mod:`mlfuse.inference.streaming`); that pass's outputs are the result. Blocks' valid outputs
     are kept between passes (:class:`mlfuse.inference.streaming.PassCache`), so a pass resumes where
-    the previous one stopped; what the cache held is returned."""
+    the previous one stopped."""
     known: dict = {}
 
     def scoped(win: Window, index: int) -> None:
@@ -490,7 +491,7 @@ def _streaming_passes(tiler: Tiler, windows: list[Window], one: Callable[[Window
                 if state.poisoned:
                     raise TilingError("tiled inference: a whole-image sum is not finite (NaN/inf in the inputs or "
                                       "weights)")
-                return cache.stats if cache is not None else None
+                return
             known.update({key: tuple(parts) for key, parts in state.partial.items()})
         raise TilingError(f"tiled inference did not finish in {MAX_STREAMING_PASSES} passes")
     finally:
