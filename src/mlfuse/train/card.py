@@ -17,8 +17,8 @@ from typing import Any
 from mlfuse.data.io import atomic_write
 from mlfuse.errors import MLFuseError
 
-_RECIPE_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "betas", "eta_min", "crop", "loss_weights", "seed",
-                "precision")
+_RECIPE_KEYS = ("schedule", "epochs", "batch_size", "lr", "warmup_epochs", "weight_decay", "betas", "eta_min", "crop",
+                "loss_weights", "loss_path", "seed", "precision")
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

@@ -1,0 +1,133 @@
+"""The schedule table of issue 12: how each MLFuse training schedule that was run did, from files on disk.
+
+Rows are the releases trained by mlfuse (their schedule read from the run configuration recorded in the
+weights' metadata) and the authors' checkpoint (their schedule from ``shared/specs/mlfuse.md``); the
+scores are the MLFuse paper's six metrics on the Harvard validation split, pooled over its 60 pairs, from
+the report of ``mlfuse bench --config benchmarks/schedule_val.toml``. A run folder's ``epochs.csv`` and
+``val.csv`` give its loss curve and validation curve.
+
+    python benchmarks/schedule_table.py benchmarks/results/schedule_val/bench.json \\
+        --run mlfuse-own-v2=benchmarks/runs/mlfuse-own-v2 --out benchmarks/results/schedule_table.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+PAPER_METRICS = ("VIF", "SCD", "Qabf", "CC", "SSIM", "FMI_pixel")
+LOSSES = ("L_edg", "L_ssd", "L_cmk", "L_fus", "total")
+# The authors' schedule (their train.py; shared/specs/mlfuse.md section 8): no run folder to read it from.
+AUTHORS = {"schedule": "authors", "epochs": 501, "lr": 1e-4, "warmup_epochs": 0.0, "eta_min": 0.0,
+           "batch_size": 16, "crop": 128}
+TRAIN_PAIRS = 853  # mlfuse's runs: RoadScene DIDFuse-180 + Harvard train (147 + 245 + 281), one crop per pair per
+# epoch; the authors' own split is unpublished, so their step count is given as an estimate
+
+
+def pooled(report: dict, label: str, profile: str = "paper") -> dict[str, float]:
+    """Each metric's mean over every pair of every dataset in ``report`` (datasets weighted by pairs)."""
+    out = {}
+    for metric in PAPER_METRICS:
+        total = count = 0.0
+        for ds in report["datasets"]:
+            entry = ds["summary"].get(profile, {}).get(label, {}).get(metric)
+            if entry is None or not entry.get("n"):
+                raise SystemExit(f"{ds['name']}: no {metric} for {label} in the report")
+            total += entry["mean"] * entry["n"]
+            count += entry["n"]
+        out[metric] = total / count
+    return out
+
+
+def release_config(label: str) -> tuple[dict, dict]:
+    """(run configuration, metadata) recorded in a packaged release's safetensors file."""
+    from safetensors import safe_open
+
+    from mlfuse.weights.store import release_path
+
+    name = label.split(":", 1)[1]
+    release = "mlfuse-" + name if not name.startswith("mlfuse-") else name
+    with safe_open(str(release_path(release)), framework="pt") as fh:
+        meta = dict(fh.metadata() or {})
+    return json.loads(meta.get("config", "{}")), meta
+
+
+def schedule_cells(cfg: dict, steps: int | None) -> list[str]:
+    schedule = cfg.get("schedule", "authors")
+    epochs = int(cfg["epochs"])
+    per_epoch = TRAIN_PAIRS // int(cfg["batch_size"])  # the last partial batch is dropped
+    decay = "cosine per epoch" if schedule == "authors" else "cosine per step"
+    n_steps = f"{steps:,}" if steps is not None else f"~{epochs * per_epoch / 1000:.0f}k"
+    return [schedule, f"{epochs}", n_steps, f"{cfg['lr']:g}",
+            f"{float(cfg.get('warmup_epochs', 0.0)):g} ep", f"{decay} to {float(cfg.get('eta_min', 0.0)):g}",
+            f"{cfg['batch_size']}", "1"]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("report", type=Path, help="bench.json of benchmarks/schedule_val.toml")
+    ap.add_argument("--run", action="append", default=[], metavar="NAME=DIR",
+                    help="a run folder whose epochs.csv / val.csv give the loss and validation curves")
+    ap.add_argument("--every", type=int, default=5, help="loss-curve rows every N epochs")
+    ap.add_argument("--out", type=Path, help="write the Markdown here (default: print)")
+    args = ap.parse_args(argv)
+    report = json.loads(args.report.read_text())
+    labels = [m["label"] for m in report["methods"]]
+    n_pairs = sum(ds["pairs"] for ds in report["datasets"])
+    head = ["release", "schedule", "epochs", "steps", "peak lr", "warm-up", "decay", "batch",
+            "crops/pair/epoch", *PAPER_METRICS]
+    sets = ", ".join(f"{ds['name']} {ds['pairs']}" for ds in report["datasets"])
+    lines = [f"Harvard validation split, {n_pairs} pairs pooled ({sets}); "
+             "bold: the best of the column.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    scores = {lb: pooled(report, lb) for lb in labels}
+    best = {m: max(s[m] for s in scores.values()) for m in PAPER_METRICS}
+    for lb in labels:
+        if lb == "mlfuse:paper":
+            cfg, steps = AUTHORS, None
+        else:
+            cfg, meta = release_config(lb)
+            steps = int(meta["steps"]) if "steps" in meta else None
+        cells = [f"`{lb}`", *schedule_cells(cfg, steps)]
+        cells += [(f"**{scores[lb][m]:.4f}**" if scores[lb][m] == best[m] else f"{scores[lb][m]:.4f}")
+                  for m in PAPER_METRICS]
+        lines.append("| " + " | ".join(cells) + " |")
+    for spec in args.run:
+        name, _, folder = spec.partition("=")
+        run = Path(folder)
+        epochs = read_csv(run / "epochs.csv")
+        lines += ["", f"### {name}: loss curve (mean over each epoch) and validation", "",
+                  "| epoch | step | lr | " + " | ".join(LOSSES) + " | hours |", "|" + "---|" * (len(LOSSES) + 4)]
+        keep = [r for r in epochs if int(r["epoch"]) in (1, 2) or int(r["epoch"]) % args.every == 0
+                or r is epochs[-1]]
+        for r in keep:
+            lines.append(f"| {r['epoch']} | {r['step']} | {float(r['lr']):.2e} | "
+                         + " | ".join(f"{float(r[k]):.4f}" for k in LOSSES) + f" | {float(r['seconds']) / 3600:.2f} |")
+        val_path = run / "val.csv"
+        if val_path.is_file():
+            val = read_csv(val_path)
+            metrics = [k for k in val[0] if k not in ("epoch", "step")]
+            lines += ["", "Validation during training (the trainer's check: the same split, "
+                      + ", ".join(metrics) + "; FMI is left out there for time):", "",
+                      "| epoch | step | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 2)]
+            for r in val:
+                lines.append(f"| {r['epoch']} | {r['step']} | " + " | ".join(f"{float(r[k]):.4f}" for k in metrics)
+                             + " |")
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        args.out.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

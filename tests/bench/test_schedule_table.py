@@ -1,0 +1,68 @@
+"""Issue 12's schedule table (benchmarks/schedule_table.py) from a synthetic validation report and run folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+METRICS = ("VIF", "SCD", "Qabf", "CC", "SSIM", "FMI_pixel")
+
+
+@pytest.fixture(scope="module")
+def table():
+    spec = importlib.util.spec_from_file_location("schedule_table", ROOT / "benchmarks" / "schedule_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _report(tmp_path: Path) -> Path:
+    def summary(scale: float) -> dict:
+        return {m: {"mean": scale * (i + 1), "std": 0.0, "n": 0} for i, m in enumerate(METRICS)}
+
+    datasets = []
+    for name, n, own, paper in (("a val", 10, 1.0, 0.5), ("b val", 30, 0.1, 0.5)):
+        s = {"mlfuse:own-v1": summary(own), "mlfuse:paper": summary(paper)}
+        for per_method in s.values():
+            for entry in per_method.values():
+                entry["n"] = n
+        datasets.append({"name": name, "pairs": n, "summary": {"paper": s}})
+    report = {"methods": [{"label": "mlfuse:own-v1"}, {"label": "mlfuse:paper"}], "datasets": datasets}
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(report))
+    return path
+
+
+def test_pooled_means_weigh_datasets_by_pairs(table, tmp_path):
+    report = json.loads(_report(tmp_path).read_text())
+    own = table.pooled(report, "mlfuse:own-v1")
+    assert own["VIF"] == pytest.approx((10 * 1.0 + 30 * 0.1) / 40)
+    assert table.pooled(report, "mlfuse:paper")["SSIM"] == pytest.approx(0.5 * 5)
+    with pytest.raises(SystemExit, match="no VIF for mlfuse:own-v9"):
+        table.pooled(report, "mlfuse:own-v9")
+
+
+def test_table_reads_the_schedule_from_the_release_and_the_curves_from_the_run(table, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "epochs.csv").write_text("epoch,step,lr,seconds,L_edg,L_ssd,L_cmk,L_fus,total\n"
+                                    "1,53,5e-4,100,0.4,0.2,0.7,0.08,1.2\n2,106,1e-3,200,0.2,0.03,0.3,0.07,0.4\n"
+                                    "3,159,9e-4,300,0.1,0.02,0.2,0.06,0.3\n")
+    (run / "val.csv").write_text("epoch,step,VIF,SCD\n2,106,0.5,1.1\n")
+    out = tmp_path / "table.md"
+    assert table.main([str(_report(tmp_path)), "--run", f"demo={run}", "--every", "5", "--out", str(out)]) == 0
+    text = out.read_text()
+    rows = [ln for ln in text.splitlines() if ln.startswith("| `mlfuse:")]
+    # own-v1's schedule comes from its packaged weights' metadata: 12 epochs, 636 steps, lr 1e-3
+    assert rows[0].startswith("| `mlfuse:own-v1` | authors | 12 | 636 | 0.001 | 0 ep | cosine per epoch to 0 "
+                              "| 16 | 1 |")
+    assert rows[1].startswith("| `mlfuse:paper` | authors | 501 | ~27k | 0.0001 |")
+    assert rows[1].count("**") == 2 * 6  # the authors' row is best in every pooled column here
+    assert "40 pairs pooled (a val 10, b val 30)" in text
+    curve = [ln for ln in text.splitlines() if ln.startswith(("| 1 | 53 |", "| 2 | 106 | 1.00e-03", "| 3 | 159 |"))]
+    assert len(curve) == 3 and curve[2].endswith("| 0.08 |")  # epochs 1, 2 and the last; hours from seconds
+    assert "| 2 | 106 | 0.5000 | 1.1000 |" in text
