@@ -135,6 +135,35 @@ def time_variants(variants: dict, rounds: int) -> dict[str, dict]:
                    "all_wall_s": [round(t, 3) for t in wall[name]]} for name in variants}
 
 
+def roofline(repeats: int = 5) -> dict:
+    """How fast a step could be at all: the step's floating-point work (``FlopCounterMode``: convolutions
+    and matmuls, forward + backward, at batch 16 x 128 x 128) against this CPU's dense matrix-multiply rate
+    on one thread (1024 x 1024 fp32 ``torch.mm``, the best case for any of those kernels), measured in the
+    same run, as is the ``before`` step's CPU time. ``floor_cpu_s`` is the step's CPU time if every counted
+    FLOP ran at that rate and everything else (BatchNorm, activations, element-wise, losses) were free."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.set_num_threads(1)
+    net, _, x, y, m = setup()
+    with FlopCounterMode(display=False) as counter:
+        mlfuse_losses(net(x, y), x, y, m, path="fast")["total"].backward()
+    per_op = {str(k): v for k, v in counter.get_flop_counts().get("Global", {}).items()}
+    flops = sum(per_op.values())
+    a, b = torch.rand(1024, 1024), torch.rand(1024, 1024)
+    torch.mm(a, b)
+    rates = []
+    for _ in range(repeats):
+        c0 = time.process_time()
+        for _ in range(4):
+            torch.mm(a, b)
+        rates.append(4 * 2 * 1024**3 / (time.process_time() - c0))
+    rate = statistics.median(rates)
+    before = time_variants({"before": make_step("reference")}, 3)["before"]["median_cpu_s"]  # same run, same load
+    return {"before_cpu_s": before, "step_gflop": round(flops / 1e9, 2),
+            "gflop_by_op": {k: round(v / 1e9, 2) for k, v in per_op.items()},
+            "mm_gflops_1_thread": round(rate / 1e9, 1), "floor_cpu_s": round(flops / rate, 2)}
+
+
 def data_pass(limit: int) -> dict | None:
     """First pass (decode + VSM) vs cached pass over the first ``limit`` training pairs."""
     from mlfuse.models.mlfuse.recipe import RECIPE
@@ -172,7 +201,16 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (minutes of compilation)")
     ap.add_argument("--data-pairs", type=int, default=64)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--roofline-only", action="store_true",
+                    help="measure only the roofline and add it to an existing --out (the timings stay)")
     args = ap.parse_args()
+    if args.roofline_only:
+        result = json.loads(args.out.read_text())
+        result["roofline"] = roofline() | {"machine": machine()}
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        args.out.with_suffix(".md").write_text(markdown(result))
+        print(json.dumps(result["roofline"]))
+        return
 
     result: dict = {"benchmark": "MLFuse training step on the CPU: batch 16, 128x128 crops, recipe losses, Adam",
                     "command": "python benchmarks/bench_train_step.py", "machine": machine(), "threads": {}}
@@ -200,6 +238,7 @@ def main() -> None:
         }
         print(json.dumps({threads: {k: (v["median_cpu_s"], v["speedup_cpu_vs_before"]) for k, v in timing.items()}}))
     result["data"] = data_pass(args.data_pairs)
+    result["roofline"] = roofline()
     result["machine"]["load_avg_end"] = machine().get("load_avg")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
@@ -234,6 +273,20 @@ def markdown(r: dict) -> str:
         lines.append("")
     if r.get("compile_first_step_s"):
         lines += [f"torch.compile: first step (compilation) {r['compile_first_step_s']} s by thread count.", ""]
+    if r.get("roofline"):
+        f = r["roofline"]
+        before = f["before_cpu_s"]
+        where = f" (measured {f['machine']['cpu']}, load {f['machine'].get('load_avg')})" if "machine" in f else ""
+        lines += ["## Roofline: how much faster a step can get on this CPU", "",
+                  f"One step does {f['step_gflop']} GFLOP of convolution/matmul work (forward + backward, "
+                  f"`FlopCounterMode`); a 1024x1024 fp32 matrix multiply runs at {f['mm_gflops_1_thread']} GFLOP/s "
+                  f"on one thread{where}. Even if every one of those FLOPs ran at the matrix-multiply rate and all "
+                  f"other work were free, a step would take {f['floor_cpu_s']} CPU s"
+                  + f", {before / f['floor_cpu_s']:.2f}x faster than `before` ({before} CPU s on one thread, "
+                  "timed in the same run): the most any change that keeps the same arithmetic can give.", "",
+                  "| operation | GFLOP per step |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in sorted(f["gflop_by_op"].items(), key=lambda kv: -kv[1])]
+        lines.append("")
     if r.get("data"):
         d = r["data"]
         lines += [f"Data: first pass (decode + VSM) {d['first_pass_s_per_pair']} s/pair over {d['pairs']} pairs; "

@@ -1,6 +1,6 @@
 """The schedule table of issue 12: how each MLFuse training schedule that was run did, from files on disk.
 
-Rows are the releases trained by mlfuse (their schedule read from the run configuration recorded in the
+Rows are the releases and ablation runs trained by mlfuse (their schedule read from the run configuration in the
 weights' metadata) and the authors' checkpoint (their schedule from ``shared/specs/mlfuse.md``); the
 scores are the MLFuse paper's six metrics on the Harvard validation split, pooled over its 60 pairs, from
 the report of ``mlfuse bench --config benchmarks/schedule_val.toml``. A run folder's ``epochs.csv`` and
@@ -42,15 +42,20 @@ def pooled(report: dict, label: str, profile: str = "paper") -> dict[str, float]
     return out
 
 
-def release_config(label: str) -> tuple[dict, dict]:
-    """(run configuration, metadata) recorded in a packaged release's safetensors file."""
+def release_config(label: str, weights: str | None = None) -> tuple[dict, dict]:
+    """(run configuration, metadata) recorded in the safetensors file of a method: ``weights`` when it is a
+    file (an ablation run's weights, given to the bench as ``LABEL=mlfuse:FILE``), else the packaged release
+    named by the label (``mlfuse:own-v2`` -> ``mlfuse-own-v2``)."""
     from safetensors import safe_open
 
     from mlfuse.weights.store import release_path
 
-    name = label.split(":", 1)[1]
-    release = "mlfuse-" + name if not name.startswith("mlfuse-") else name
-    with safe_open(str(release_path(release)), framework="pt") as fh:
+    if weights and Path(weights).suffix == ".safetensors":
+        path = Path(weights)
+    else:
+        name = label.split(":", 1)[1]
+        path = release_path("mlfuse-" + name if not name.startswith("mlfuse-") else name)
+    with safe_open(str(path), framework="pt") as fh:
         meta = dict(fh.metadata() or {})
     return json.loads(meta.get("config", "{}")), meta
 
@@ -81,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     report = json.loads(args.report.read_text())
     labels = [m["label"] for m in report["methods"]]
+    weights = {m["label"]: m.get("weights") for m in report["methods"]}
     n_pairs = sum(ds["pairs"] for ds in report["datasets"])
     head = ["release", "schedule", "epochs", "steps", "peak lr", "warm-up", "decay", "batch",
             "crops/pair/epoch", *PAPER_METRICS]
@@ -94,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         if lb == "mlfuse:paper":
             cfg, steps = AUTHORS, None
         else:
-            cfg, meta = release_config(lb)
+            cfg, meta = release_config(lb, weights[lb])
             steps = int(meta["steps"]) if "steps" in meta else None
         cells = [f"`{lb}`", *schedule_cells(cfg, steps)]
         cells += [(f"**{scores[lb][m]:.4f}**" if scores[lb][m] == best[m] else f"{scores[lb][m]:.4f}")

@@ -26,12 +26,16 @@ def _report(tmp_path: Path) -> Path:
 
     datasets = []
     for name, n, own, paper in (("a val", 10, 1.0, 0.5), ("b val", 30, 0.1, 0.5)):
-        s = {"mlfuse:own-v1": summary(own), "mlfuse:paper": summary(paper)}
+        s = {"mlfuse:own-v1": summary(own), "mlfuse:paper": summary(paper), "abl": summary(own / 2)}
         for per_method in s.values():
             for entry in per_method.values():
                 entry["n"] = n
         datasets.append({"name": name, "pairs": n, "summary": {"paper": s}})
-    report = {"methods": [{"label": "mlfuse:own-v1"}, {"label": "mlfuse:paper"}], "datasets": datasets}
+    from mlfuse.weights.store import release_path
+
+    # an ablation run's weights given as a file (LABEL=mlfuse:FILE): here own-v2's, read as a plain file
+    report = {"methods": [{"label": "mlfuse:own-v1", "weights": "own-v1"}, {"label": "mlfuse:paper"},
+                          {"label": "abl", "weights": str(release_path("mlfuse-own-v2"))}], "datasets": datasets}
     path = tmp_path / "bench.json"
     path.write_text(json.dumps(report))
     return path
@@ -56,12 +60,14 @@ def test_table_reads_the_schedule_from_the_release_and_the_curves_from_the_run(t
     out = tmp_path / "table.md"
     assert table.main([str(_report(tmp_path)), "--run", f"demo={run}", "--every", "5", "--out", str(out)]) == 0
     text = out.read_text()
-    rows = [ln for ln in text.splitlines() if ln.startswith("| `mlfuse:")]
+    rows = [ln for ln in text.splitlines() if ln.startswith(("| `mlfuse:", "| `abl`"))]
     # own-v1's schedule comes from its packaged weights' metadata: 12 epochs, 636 steps, lr 1e-3
     assert rows[0].startswith("| `mlfuse:own-v1` | authors | 12 | 636 | 0.001 | 0 ep | cosine per epoch to 0 "
                               "| 16 | 1 |")
     assert rows[1].startswith("| `mlfuse:paper` | authors | 501 | ~27k | 0.0001 |")
     assert rows[1].count("**") == 2 * 6  # the authors' row is best in every pooled column here
+    # the file's metadata gives its schedule: schedule=cpu, 60 epochs, 3,180 steps, 2-epoch warm-up
+    assert rows[2].startswith("| `abl` | cpu | 60 | 3,180 | 0.001 | 2 ep | cosine per step to 1e-05 | 16 | 1 |")
     assert "40 pairs pooled (a val 10, b val 30)" in text
     curve = [ln for ln in text.splitlines() if ln.startswith(("| 1 | 53 |", "| 2 | 106 | 1.00e-03", "| 3 | 159 |"))]
     assert len(curve) == 3 and curve[2].endswith("| 0.08 |")  # epochs 1, 2 and the last; hours from seconds
