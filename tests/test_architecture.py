@@ -121,7 +121,7 @@ def test_card_fields_are_typed() -> None:
         card = mlfuse.get_card(name)
         assert all(isinstance(r, WeightsRelease) for r in card.releases)
         assert card.release_names == tuple(r.name for r in card.releases)
-    assert mlfuse.get_card("mlfuse").release_names[:2] == ("mlfuse-own-v1", "mlfuse-paper")
+    assert mlfuse.get_card("mlfuse").release_names == ("mlfuse-own-v1", "mlfuse-own-v2", "mlfuse-paper")
     assert mlfuse.get_card("cddfuse").release_names == ("cddfuse-ivf", "cddfuse-mif")
     assert list_recipes() == ["cddfuse", "emma", "mlfuse", "sfdfuse", "smfnet"]
     for name in list_recipes():

@@ -110,7 +110,8 @@ def test_registry() -> None:
     assert card.structural == ("visible", "mri")
     assert card.functional == ("infrared", "ct", "pet", "spect")
     assert card.min_size == (15, 15) and card.size_multiple == 1
-    assert card.default_weights == "mlfuse-own-v1" and card.release_names == ("mlfuse-own-v1", "mlfuse-paper")
+    assert card.default_weights == "mlfuse-own-v1"
+    assert card.release_names == ("mlfuse-own-v1", "mlfuse-own-v2", "mlfuse-paper")
     model = mlfuse.create_model("mlfuse", weights=None)  # untrained
     assert model.card is card and model.weights_source is None
     with pytest.raises(mlfuse.MLFuseError, match="unknown model 'nope'"):

@@ -134,7 +134,7 @@ def test_every_release_fetches_verifies_and_fuses(served: dict[str, Path], pair,
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "releases: cddfuse-ivf [task ivf] (cached), cddfuse-mif [task mif] (cached)" in out
-    assert "releases: mlfuse-own-v1 (packaged), mlfuse-paper (cached)" in out
+    assert "releases: mlfuse-own-v1 (packaged), mlfuse-own-v2 (packaged), mlfuse-paper (cached)" in out
     assert "releases: smfnet-ivf (cached)" in out and "releases: emma (cached)" in out
     # inspect names the release, the task it fixes, the method, parameter count and digests
     assert main(["weights", "inspect", str(release_path("cddfuse-mif"))]) == 0

@@ -91,3 +91,16 @@ MLFUSE_OWN_V1 = register_release(WeightsRelease(
     source="this project (`mlfuse train`), shipped in the package",
     trained_on="RoadScene (180 DIDFuse training names) + Harvard train splits",
 ))
+
+MLFUSE_OWN_V2 = register_release(WeightsRelease(
+    name="mlfuse-own-v2",
+    url="",
+    sha256="42896c8ce5e5850cc2b94d25d25f64e920f981c24ac6067c973bcc64b6fa32d4",
+    filename="mlfuse-own-v2.safetensors",
+    description="mlfuse's own MLFuse weights, authors' losses with the `schedule=cpu` variant (60 epochs, 3,180 steps; "
+                "see the model card)",
+    packaged="models/mlfuse/weights/mlfuse-own-v2.safetensors",
+    model="mlfuse",
+    source="this project (`mlfuse train`, benchmarks/runs/mlfuse-own-v2), shipped in the package",
+    trained_on="RoadScene (180 DIDFuse training names) + Harvard train splits",
+))
