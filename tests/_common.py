@@ -1,9 +1,12 @@
 """Helpers shared by test modules in different folders: the one-thread fixture, the registered networks and
-non-trivial BatchNorm statistics for untrained networks."""
+non-trivial BatchNorm statistics for untrained networks, loading a script (benchmarks/, tools/) as a module."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -13,6 +16,14 @@ from mlfuse.registry import get_card, list_models
 
 #: the registered networks (classical methods have no weights, nothing to tile or optimise)
 NETWORKS = [n for n in list_models() if get_card(n).needs_weights]
+
+
+def load_script(path: Path) -> ModuleType:
+    """A stand-alone script (not a package module) imported by path, for testing its functions."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def one_thread_fixture():

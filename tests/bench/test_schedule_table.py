@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+
+from tests._common import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 METRICS = ("VIF", "SCD", "Qabf", "CC", "SSIM", "FMI_pixel")
@@ -14,10 +15,7 @@ METRICS = ("VIF", "SCD", "Qabf", "CC", "SSIM", "FMI_pixel")
 
 @pytest.fixture(scope="module")
 def table():
-    spec = importlib.util.spec_from_file_location("schedule_table", ROOT / "benchmarks" / "schedule_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "benchmarks" / "schedule_table.py")
 
 
 def _report(tmp_path: Path) -> Path:

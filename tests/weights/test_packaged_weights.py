@@ -19,6 +19,7 @@ from mlfuse.weights.store import fetch, get_release, model_card_path, release_pa
 
 ROOT = Path(__file__).resolve().parents[2]
 OWN = mlfuse.get_card("mlfuse").default_weights
+PACKAGED = [r.name for r in mlfuse.get_card("mlfuse").releases if r.packaged]  # own-v1, own-v2
 
 
 @pytest.fixture
@@ -29,14 +30,16 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
 
 
-def test_default_is_a_packaged_release_with_intact_file_and_card() -> None:
-    rel = get_release(OWN)
-    assert rel.packaged and OWN in mlfuse.get_card("mlfuse").release_names
-    path = release_path(OWN)
+@pytest.mark.parametrize("name", PACKAGED)
+def test_packaged_releases_have_intact_file_and_card(name: str) -> None:
+    assert OWN in PACKAGED and "mlfuse-own-v2" in PACKAGED  # the default is one of them
+    rel = get_release(name)
+    assert rel.packaged and name in mlfuse.get_card("mlfuse").release_names
+    path = release_path(name)
     assert path.is_file() and path.suffix == ".safetensors"
     assert hashlib.sha256(path.read_bytes()).hexdigest() == rel.sha256
-    assert fetch(OWN) == path  # nothing to download: verified in place
-    card = model_card_path(OWN).read_text()
+    assert fetch(name) == path  # nothing to download: verified in place
+    card = model_card_path(name).read_text()
     assert f"sha256: `{rel.sha256}`" in card
     for field in ("epochs:", "hardware:", "wall time:", "## Training data", "## Recipe as run", "## Reproduce"):
         assert field in card, field
@@ -57,3 +60,16 @@ def test_default_model_loads_offline_and_fuses_the_sample(offline, tmp_path) -> 
     vis = np.asarray(Image.open(ROOT / "examples/sample/vis.png"))
     assert fused.shape == vis.shape and fused.dtype == np.uint8
     assert fused.std() > 20  # a real image, not a flat one
+
+
+def test_own_v2_fuses_offline_by_name(offline, tmp_path) -> None:
+    """The README's quick-start alternative: ``--weights mlfuse-own-v2`` (packaged, no download)."""
+    out = tmp_path / "fused.png"
+    assert main(["fuse", "--weights", "mlfuse-own-v2", "--vis", str(ROOT / "examples/sample/vis.png"),
+                 "--ir", str(ROOT / "examples/sample/ir.png"), "-o", str(out), "-q"]) == 0
+    fused = np.asarray(Image.open(out)).astype(np.float64)
+    assert fused.std() > 20
+    default = tmp_path / "v1.png"
+    assert main(["fuse", "--weights", "mlfuse-own-v1", "--vis", str(ROOT / "examples/sample/vis.png"),
+                 "--ir", str(ROOT / "examples/sample/ir.png"), "-o", str(default), "-q"]) == 0
+    assert np.abs(fused - np.asarray(Image.open(default))).mean() > 1  # other weights, another image
