@@ -197,8 +197,12 @@ names_where = {{ split = "test" }}
     assert cfg.datasets[0].names == ("10", "2") and cfg.size == (48, 64) and not cfg.slow
     assert cfg.figures == [parse_figure("syn:2@1,1,4,4")]
     check_config(cfg)
-    (tmp_path / "b.json").write_text(json.dumps({"methods": ["max"], "datasets": [{"name": "d", "root": "x"}]}))
-    assert load_config(tmp_path / "b.json").datasets[0].root == tmp_path / "x"
+    (tmp_path / "b.json").write_text(json.dumps({"methods": ["max", "mine=mlfuse:w/run.safetensors"],
+                                                 "datasets": [{"name": "d", "root": "x"}]}))
+    cfg_b = load_config(tmp_path / "b.json")
+    assert cfg_b.datasets[0].root == tmp_path / "x"
+    # a method's checkpoint file is read from the config's folder too, like the datasets
+    assert (cfg_b.methods[1].label, cfg_b.methods[1].weights) == ("mine", str(tmp_path / "w" / "run.safetensors"))
     (tmp_path / "bad.toml").write_text('methods = ["average"]\nmetod = 1\n')
     with pytest.raises(MLFuseError, match="unknown config key"):
         load_config(tmp_path / "bad.toml")

@@ -185,15 +185,22 @@ def _figure(entry: str | dict) -> FigureSpec:
                       parse_inset(",".join(map(str, inset))) if inset is not None else None)
 
 
-def _method(entry: str | dict) -> MethodSpec:
+def _method(entry: str | dict, base: Path) -> MethodSpec:
     if isinstance(entry, str):
-        return MethodSpec.parse(entry)
-    if not isinstance(entry, dict) or "spec" not in entry:
+        spec = MethodSpec.parse(entry)
+    elif not isinstance(entry, dict) or "spec" not in entry:
         raise MLFuseError(f"method entry {entry!r}: a string MODEL[:WEIGHTS] or a table with 'spec'")
-    spec = MethodSpec.parse(entry["spec"], entry.get("kwargs"))
-    if "label" in entry:
-        spec = MethodSpec(str(entry["label"]), spec.model, spec.weights, spec.kwargs)
+    else:
+        spec = MethodSpec.parse(entry["spec"], entry.get("kwargs"))
+        if "label" in entry:
+            spec = MethodSpec(str(entry["label"]), spec.model, spec.weights, spec.kwargs)
+    if _is_file_spec(spec.weights):  # a checkpoint file, like every other path of the file: from its folder
+        spec = MethodSpec(spec.label, spec.model, str(_path(base, spec.weights)), spec.kwargs)
     return spec
+
+
+def _is_file_spec(weights: str) -> bool:
+    return "/" in weights or "\\" in weights or Path(weights).suffix in (".pth", ".pt", ".safetensors", ".ckpt")
 
 
 _KEYS = {"methods", "datasets", "out", "cache", "profiles", "profile", "metrics", "slow", "weights_files",
@@ -222,7 +229,7 @@ def load_config(path: str | Path) -> BenchConfig:
     base = path.resolve().parent
     profiles = doc.get("profiles", doc.get("profile", ["cddfuse"]))
     cfg = BenchConfig(
-        methods=[_method(m) for m in doc.get("methods", [])],
+        methods=[_method(m, base) for m in doc.get("methods", [])],
         datasets=[_dataset(d, base) for d in doc.get("datasets", [])],
         out=_path(base, doc.get("out", "bench")),
         cache=_path(base, doc["cache"]) if "cache" in doc else None,
