@@ -43,18 +43,21 @@ def pooled(report: dict, label: str, profile: str = "paper") -> dict[str, float]
 
 
 def release_config(label: str, weights: str | None = None) -> tuple[dict, dict]:
-    """(run configuration, metadata) recorded in the safetensors file of a method: ``weights`` when it is a
-    file (an ablation run's weights, given to the bench as ``LABEL=mlfuse:FILE``), else the packaged release
-    named by the label (``mlfuse:own-v2`` -> ``mlfuse-own-v2``)."""
+    """(run configuration, metadata) recorded in the safetensors file of a method: the packaged release that
+    ``weights`` names (``own-v2`` or ``mlfuse-own-v2``; without ``weights``, the one the label names), else
+    the file ``weights`` (an ablation run's ``model.safetensors``, given to the bench as ``LABEL=mlfuse:FILE``)."""
     from safetensors import safe_open
 
+    from mlfuse.registry import get_card
     from mlfuse.weights.store import release_path
 
-    if weights and Path(weights).suffix == ".safetensors":
-        path = Path(weights)
-    else:
-        name = label.split(":", 1)[1]
-        path = release_path("mlfuse-" + name if not name.startswith("mlfuse-") else name)
+    names = get_card("mlfuse").release_names
+    choice = weights or label.split(":", 1)[-1]
+    release = next((n for n in (choice, f"mlfuse-{choice}") if n in names), None)
+    path = release_path(release) if release else Path(choice)
+    if path.suffix != ".safetensors" or not path.is_file():
+        raise SystemExit(f"{label}: {choice} is neither an MLFuse release nor a .safetensors file of a run "
+                         "(mlfuse train's model.safetensors or mlfuse weights package's output)")
     with safe_open(str(path), framework="pt") as fh:
         meta = dict(fh.metadata() or {})
     return json.loads(meta.get("config", "{}")), meta

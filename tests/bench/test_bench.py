@@ -197,12 +197,21 @@ names_where = {{ split = "test" }}
     assert cfg.datasets[0].names == ("10", "2") and cfg.size == (48, 64) and not cfg.slow
     assert cfg.figures == [parse_figure("syn:2@1,1,4,4")]
     check_config(cfg)
-    (tmp_path / "b.json").write_text(json.dumps({"methods": ["max", "mine=mlfuse:w/run.safetensors"],
-                                                 "datasets": [{"name": "d", "root": "x"}]}))
+    (tmp_path / "bare.bin").write_bytes(b"")
+    absolute = str(tmp_path / "elsewhere" / "abs.pth")
+    methods = ["max", "mine=mlfuse:w/../w/run.safetensors", "mlfuse:bare.bin", f"abs=mlfuse:{absolute}",
+               "mlfuse:own-v2", "mlfuse:mlfuse-paper", "mlfuse:my-installed-run"]
+    (tmp_path / "b.json").write_text(json.dumps({"methods": methods, "datasets": [{"name": "d", "root": "x"}]}))
     cfg_b = load_config(tmp_path / "b.json")
     assert cfg_b.datasets[0].root == tmp_path / "x"
-    # a method's checkpoint file is read from the config's folder too, like the datasets
-    assert (cfg_b.methods[1].label, cfg_b.methods[1].weights) == ("mine", str(tmp_path / "w" / "run.safetensors"))
+    # a method's checkpoint file is read from the config's folder too, like the datasets: a path with a folder
+    # (normalised), or a bare name that is a file there; absolute paths, releases (full or short name) and other
+    # names (a release installed by `mlfuse weights package`) are left as they are
+    assert [(m.label, m.weights) for m in cfg_b.methods[1:]] == [
+        ("mine", str(tmp_path / "w" / "run.safetensors")), ("mlfuse:bare", str(tmp_path / "bare.bin")),
+        ("abs", absolute), ("mlfuse:own-v2", "own-v2"), ("mlfuse:mlfuse-paper", "mlfuse-paper"),
+        ("mlfuse:my-installed-run", "my-installed-run")]
+    assert MethodSpec.parse("mlfuse:w/run.safetensors").weights == "w/run.safetensors"  # -m: the working directory
     (tmp_path / "bad.toml").write_text('methods = ["average"]\nmetod = 1\n')
     with pytest.raises(MLFuseError, match="unknown config key"):
         load_config(tmp_path / "bad.toml")

@@ -70,3 +70,7 @@ def test_table_reads_the_schedule_from_the_release_and_the_curves_from_the_run(t
     curve = [ln for ln in text.splitlines() if ln.startswith(("| 1 | 53 |", "| 2 | 106 | 1.00e-03", "| 3 | 159 |"))]
     assert len(curve) == 3 and curve[2].endswith("| 0.08 |")  # epochs 1, 2 and the last; hours from seconds
     assert "| 2 | 106 | 0.5000 | 1.1000 |" in text
+    # a label without ':' naming a release by its weights, and a weights file that cannot give a schedule
+    assert table.release_config("v2", "own-v2")[1]["steps"] == "3180"
+    with pytest.raises(SystemExit, match=r"abl: run/last\.pt is neither an MLFuse release nor a \.safetensors"):
+        table.release_config("abl", "run/last.pt")

@@ -194,13 +194,20 @@ def _method(entry: str | dict, base: Path) -> MethodSpec:
         spec = MethodSpec.parse(entry["spec"], entry.get("kwargs"))
         if "label" in entry:
             spec = MethodSpec(str(entry["label"]), spec.model, spec.weights, spec.kwargs)
-    if _is_file_spec(spec.weights):  # a checkpoint file, like every other path of the file: from its folder
-        spec = MethodSpec(spec.label, spec.model, str(_path(base, spec.weights)), spec.kwargs)
+    if names_weights_file(spec, base):  # a checkpoint file, like every other path of the file: from its folder
+        spec = MethodSpec(spec.label, spec.model, os.path.normpath(_path(base, spec.weights)), spec.kwargs)
     return spec
 
 
-def _is_file_spec(weights: str) -> bool:
-    return "/" in weights or "\\" in weights or Path(weights).suffix in (".pth", ".pt", ".safetensors", ".ckpt")
+def names_weights_file(spec: MethodSpec, base: Path) -> bool:
+    """Whether a config's method names a checkpoint file (read from the config's folder ``base``) rather than
+    ``default``, a release of its model (full or short name) or a release installed under another name: a
+    path with a folder in it, or a bare name that is a file in ``base``."""
+    w = spec.weights
+    card = get_card(spec.model)
+    if w == "default" or w in card.release_names or f"{card.name}-{w}" in card.release_names:
+        return False
+    return "/" in w or "\\" in w or Path(w).is_absolute() or (base / w).is_file()
 
 
 _KEYS = {"methods", "datasets", "out", "cache", "profiles", "profile", "metrics", "slow", "weights_files",
