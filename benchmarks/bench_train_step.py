@@ -138,7 +138,7 @@ def time_variants(variants: dict, rounds: int) -> dict[str, dict]:
 def roofline(repeats: int = 5) -> dict:
     """How fast a step could be at all: the step's floating-point work (``FlopCounterMode``: convolutions
     and matmuls, forward + backward, at batch 16 x 128 x 128) against this CPU's dense matrix-multiply rate
-    on one thread (1024 x 1024 fp32 ``torch.mm``, the best case for any of those kernels), measured in the
+    on one thread (1024 x 1024 fp32 ``torch.mm``: the library's own GEMM rate under the current load), measured in the
     same run, as is the ``before`` step's CPU time. ``floor_cpu_s`` is the step's CPU time if every counted
     FLOP ran at that rate and everything else (BatchNorm, activations, element-wise, losses) were free."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -277,13 +277,14 @@ def markdown(r: dict) -> str:
         f = r["roofline"]
         before = f["before_cpu_s"]
         where = f" (measured {f['machine']['cpu']}, load {f['machine'].get('load_avg')})" if "machine" in f else ""
-        lines += ["## Roofline: how much faster a step can get on this CPU", "",
+        lines += ["## Roofline: a step's arithmetic at the measured GEMM rate", "",
                   f"One step does {f['step_gflop']} GFLOP of convolution/matmul work (forward + backward, "
                   f"`FlopCounterMode`); a 1024x1024 fp32 matrix multiply runs at {f['mm_gflops_1_thread']} GFLOP/s "
                   f"on one thread{where}. Even if every one of those FLOPs ran at the matrix-multiply rate and all "
                   f"other work were free, a step would take {f['floor_cpu_s']} CPU s"
                   + f", {before / f['floor_cpu_s']:.2f}x faster than `before` ({before} CPU s on one thread, "
-                  "timed in the same run): the most any change that keeps the same arithmetic can give.", "",
+                  "timed in the same run): a bound at the library's GEMM rate under this load, not at the "
+                  "hardware's peak (hand-blocked kernels can run faster).", "",
                   "| operation | GFLOP per step |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in sorted(f["gflop_by_op"].items(), key=lambda kv: -kv[1])]
         lines.append("")
