@@ -375,3 +375,12 @@ def test_bad_colour_or_precision_is_refused_before_any_work(dataset, tmp_path):
                        (dict(precision="fp8"), "unknown precision")):
         with pytest.raises(MLFuseError, match=match):
             check_config(_config(dataset, tmp_path, ["average"], **bad))
+
+
+def test_reports_show_checkpoint_files_relative_to_the_working_directory(tmp_path, monkeypatch) -> None:
+    from mlfuse.bench.runner import shown_weights
+
+    monkeypatch.chdir(tmp_path)
+    assert shown_weights(str(tmp_path / "runs" / "x.safetensors")) == "runs/x.safetensors"
+    outside = str(tmp_path.parent / "elsewhere.pth")
+    assert shown_weights(outside) == outside and shown_weights("paper") == "paper"

@@ -384,11 +384,23 @@ def write_outputs(result: BenchResult, out_dir: Path) -> list[Path]:
     return files
 
 
+def shown_weights(weights: str) -> str:
+    """A method's weights as a report shows them: a checkpoint file under the working directory relative to
+    it (``benchmarks/runs/x.safetensors``, not this machine's absolute path), anything else unchanged."""
+    path = Path(weights)
+    if path.is_absolute():
+        try:
+            return path.relative_to(Path.cwd()).as_posix()
+        except ValueError:
+            pass
+    return weights
+
+
 def _json(result: BenchResult) -> str:
     doc = {
         "mlfuse": __version__, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": result.machine, "command": result.config.command,
-        "methods": [asdict(m) for m in result.config.methods],
+        "methods": [asdict(m) | {"weights": shown_weights(m.weights)} for m in result.config.methods],
         "datasets": [],
         "efficiency": [asdict(e) for e in result.efficiency],
         "scaling": [asdict(e) for e in result.scaling],
@@ -424,7 +436,7 @@ def render_page(result: BenchResult, out_dir: Path) -> str:
             card = get_card(m.model)
         except MLFuseError:
             pass
-        weights = "" if card is None or not card.needs_weights else f", weights `{m.weights}`"
+        weights = "" if card is None or not card.needs_weights else f", weights `{shown_weights(m.weights)}`"
         paper = f" — {card.paper}" if card else ""
         lines.append(f"* `{m.label}`: model `{m.model}`{weights}{paper}"
                      + (f" ({', '.join(f'{k}={v}' for k, v in m.kwargs.items())})" if m.kwargs else ""))
