@@ -51,9 +51,8 @@ def release_config(label: str, weights: str | None = None) -> tuple[dict, dict]:
     from mlfuse.registry import get_card
     from mlfuse.weights.store import release_path
 
-    names = get_card("mlfuse").release_names
     choice = weights or label.split(":", 1)[-1]
-    release = next((n for n in (choice, f"mlfuse-{choice}") if n in names), None)
+    release = get_card("mlfuse").release_named(choice)
     path = release_path(release) if release else Path(choice)
     if path.suffix != ".safetensors" or not path.is_file():
         raise SystemExit(f"{label}: {choice} is neither an MLFuse release nor a .safetensors file of a run "

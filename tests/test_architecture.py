@@ -122,6 +122,9 @@ def test_card_fields_are_typed() -> None:
         assert all(isinstance(r, WeightsRelease) for r in card.releases)
         assert card.release_names == tuple(r.name for r in card.releases)
     assert mlfuse.get_card("mlfuse").release_names == ("mlfuse-own-v1", "mlfuse-own-v2", "mlfuse-paper")
+    card = mlfuse.get_card("mlfuse")  # full and short release names, as `mlfuse bench` writes mlfuse:own-v2
+    assert card.release_named("own-v2") == card.release_named("mlfuse-own-v2") == "mlfuse-own-v2"
+    assert card.release_named("cddfuse-ivf") is None and card.release_named("ivf") is None
     assert mlfuse.get_card("cddfuse").release_names == ("cddfuse-ivf", "cddfuse-mif")
     assert list_recipes() == ["cddfuse", "emma", "mlfuse", "sfdfuse", "smfnet"]
     for name in list_recipes():

@@ -32,8 +32,7 @@ def test_config_loads_and_names_existing_weights(path: Path) -> None:
         if names_weights_file(method, path.parent):  # a checkpoint file, read from the config's folder
             assert Path(choice).is_file(), f"{path.name}: {method.label}: no file {choice}"
         else:  # committed configs name declared releases only (not releases installed on one machine)
-            names = set(card.release_names)
-            assert choice in names or f"{card.name}-{choice}" in names, f"{path.name}: {method.label}"
+            assert card.release_named(choice), f"{path.name}: {method.label}"
     for release in cfg.weights_files:
         assert release in {r for m in cfg.methods for r in get_card(m.model).release_names}, release
 
@@ -48,5 +47,5 @@ def test_config_datasets_and_figures_exist(path: Path, shared: Path) -> None:
     roots = {d.name: d.root for d in cfg.datasets}
     for fig in cfg.figures or []:
         if fig.pair is not None:
-            found = [p for p in roots[fig.dataset].rglob(f"{fig.pair}.*")]
+            found = any(roots[fig.dataset].rglob(f"{fig.pair}.*"))
             assert found, f"{path.name}: figure pair {fig.dataset}:{fig.pair} not found"

@@ -69,7 +69,7 @@ def test_own_v2_fuses_offline_by_name(offline, tmp_path) -> None:
                  "--ir", str(ROOT / "examples/sample/ir.png"), "-o", str(out), "-q"]) == 0
     fused = np.asarray(Image.open(out)).astype(np.float64)
     assert fused.std() > 20
-    default = tmp_path / "v1.png"
+    v1 = tmp_path / "v1.png"
     assert main(["fuse", "--weights", "mlfuse-own-v1", "--vis", str(ROOT / "examples/sample/vis.png"),
-                 "--ir", str(ROOT / "examples/sample/ir.png"), "-o", str(default), "-q"]) == 0
-    assert np.abs(fused - np.asarray(Image.open(default))).mean() > 1  # other weights, another image
+                 "--ir", str(ROOT / "examples/sample/ir.png"), "-o", str(v1), "-q"]) == 0
+    assert np.abs(fused - np.asarray(Image.open(v1))).mean() > 1  # other weights, another image

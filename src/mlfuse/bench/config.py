@@ -205,7 +205,7 @@ def names_weights_file(spec: MethodSpec, base: Path) -> bool:
     path with a folder in it, or a bare name that is a file in ``base``."""
     w = spec.weights
     card = get_card(spec.model)
-    if w == "default" or w in card.release_names or f"{card.name}-{w}" in card.release_names:
+    if w == "default" or card.release_named(w):
         return False
     return "/" in w or "\\" in w or Path(w).is_absolute() or (base / w).is_file()
 

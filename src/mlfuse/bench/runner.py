@@ -101,8 +101,7 @@ def resolve_method_weights(spec: MethodSpec, card: ModelCard, weights_files: dic
         if card.default_weights is None:
             raise WeightsNotFoundError(f"model '{card.name}' ships no default weights: give {card.name}:FILE")
         choice = card.default_weights
-    if choice not in card.release_names and f"{card.name}-{choice}" in card.release_names:
-        choice = f"{card.name}-{choice}"
+    choice = card.release_named(choice) or choice
     if choice in card.release_names:
         local = weights_files.get(choice)
         if local is not None:

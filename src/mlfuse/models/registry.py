@@ -81,6 +81,12 @@ class ModelCard:
         """The names of :attr:`releases`, in order (the first listed are the card's own)."""
         return tuple(r if isinstance(r, str) else r.name for r in self.releases)
 
+    def release_named(self, choice: str) -> str | None:
+        """The card's release that ``choice`` names, in full (``mlfuse-own-v2``) or short (``own-v2``, as
+        ``mlfuse bench`` writes ``mlfuse:own-v2``); ``None`` when it names none of them."""
+        names = self.release_names
+        return next((n for n in (choice, f"{self.name}-{choice}") if n in names), None)
+
 
 _MODELS: dict[str, ModelCard] = {}
 
