@@ -91,6 +91,73 @@ def test_resume_after_sigkill_is_exact(tiny_set, tmp_path, reference_run):
     assert (out / "steps.csv").read_text() == (reference_run / "steps.csv").read_text()
 
 
+def test_sigterm_stops_after_the_step_checkpointed_and_resume_is_exact(tiny_set, tmp_path, reference_run):
+    """A SIGTERM (a scheduler's pre-emption, a session's end) finishes the step in hand, checkpoints it and
+    returns normally; the resumed run ends with the uninterrupted run's weights and logs."""
+    out = tmp_path / "terminated"
+    term = ("import os, signal\n"
+            "from mlfuse.train import train\n"
+            "from mlfuse.train.trainer import Callback\n"
+            "class Term(Callback):\n"
+            "    def on_step_end(self, trainer, state):\n"
+            "        if state['step'] == 3:\n"
+            "            os.kill(os.getpid(), signal.SIGTERM)\n"
+            f"r = train('mlfuse', data=[{{'root': {str(tiny_set)!r}}}], out_dir={str(out)!r}, batch_size=4, epochs=2,\n"
+            f"          seed=7, sets={TINY!r}, quiet=True, callbacks=[Term()])\n"
+            "print(r.steps, r.stopped)\n"
+            "print(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)\n")
+    r = subprocess.run([sys.executable, "-c", term], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["3", "SIGTERM", "True"]  # and the default handler is back
+    assert torch.load(out / "last.pt", weights_only=True)["state"]["step"] == 3  # step 3 is not a checkpoint_every step
+    r = _cli(tiny_set, out, "--resume")
+    assert r.returncode == 0, r.stderr
+    a, b = _weights(reference_run), _weights(out)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert (out / "steps.csv").read_text() == (reference_run / "steps.csv").read_text()
+
+
+def test_max_seconds_stops_the_invocation_resumably(tiny_set, tmp_path, reference_run):
+    out = tmp_path / "timed"
+    r = _cli(tiny_set, out, "--set", "max_seconds=0.001")  # spent after the first step
+    assert r.returncode == 0, r.stderr
+    assert f"{out}: stopped at step 1 (max_seconds), checkpointed; add --resume" in r.stderr
+    assert torch.load(out / "last.pt", weights_only=True)["state"]["step"] == 1
+    r = _cli(tiny_set, out, "--resume", "--set", "max_seconds=0")  # a resumable setting: may change
+    assert r.returncode == 0, r.stderr
+    assert "stopped" not in r.stderr
+    a, b = _weights(reference_run), _weights(out)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_ddp_ranks_stop_together_when_one_is_terminated(tiny_set, tmp_path):
+    """SIGTERM reaching rank 1 alone: both ranks stop after the same step (else rank 0 would wait for it
+    in the next step's all-reduce), the checkpoint is written and both exit normally."""
+    out = tmp_path / "ddp_term"
+    script = tmp_path / "term.py"
+    script.write_text(
+        "import os, signal\n"
+        "from mlfuse.train import train\n"
+        "from mlfuse.train.trainer import Callback\n"
+        "class Term(Callback):\n"
+        "    def on_step_end(self, trainer, state):\n"
+        "        if state['step'] == 1 and os.environ['RANK'] == '1':\n"
+        "            os.kill(os.getpid(), signal.SIGTERM)\n"
+        f"r = train('mlfuse', data=[{{'root': {str(tiny_set)!r}}}], out_dir={str(out)!r}, batch_size=4, epochs=2,\n"
+        f"          seed=7, sets={TINY!r}, quiet=True, callbacks=[Term()])\n"
+        "print('rank', os.environ['RANK'], r.steps, r.stopped, flush=True)\n")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        str(script)], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert sorted(line for line in r.stdout.splitlines() if line.startswith("rank")) == [
+        "rank 0 1 another rank stopping", "rank 1 1 SIGTERM"]
+    assert torch.load(out / "last.pt", weights_only=True)["state"]["step"] == 1
+
+
 def test_ddp_two_processes_match_one(tiny_set, tmp_path, reference_run):
     out = tmp_path / "ddp"
     r = _cli(tiny_set, out, torchrun=2)
@@ -220,6 +287,7 @@ def test_settings_are_validated_up_front(tiny_set, tmp_path, capsys):
                          (["--batch-size", "-2"], "'batch_size' must be >= 1"),
                          (["--epochs", "0"], "'epochs' must be >= 1"),
                          (["--set", "lr=-1"], "'lr' must be > 0"),
+                         (["--set", "max_seconds=-5"], "'max_seconds' must be >= 0"),
                          (["--set", "crop=400"], "crop 400 is larger than the training image"),
                          (["--val", str(tiny_set), "--set", "val_profile=nope"], "unknown metric profile 'nope'"),
                          (["--val", str(tmp_path / "no_val")], str(tmp_path / "no_val"))):

@@ -62,7 +62,10 @@ def run(args: argparse.Namespace) -> int:
 
         raise MLFuseError("no training data: give --data ROOT (repeatable) or `data` in --config")
     result = Trainer(recipe, cfg, resume=args.resume, quiet=args.quiet).run()
-    if not args.quiet and result.out_dir.exists():
+    if result.stopped:  # said even with --quiet: the weights are not the run's final ones
+        print(f"{result.out_dir}: stopped at step {result.steps} ({result.stopped}), checkpointed; "
+              "add --resume to the same command to continue", file=sys.stderr)
+    elif not args.quiet and result.out_dir.exists():
         print(f"trained {result.epochs_done} epoch(s), {result.steps} steps in {result.seconds:.1f} s; "
               f"weights: {result.out_dir / 'model.safetensors'}", file=sys.stderr)
     return 0

@@ -34,6 +34,7 @@ GENERIC_DEFAULTS: dict[str, Any] = {
     "keep_epoch_checkpoints": 0,  # also keep epoch_N.pt every N epochs (0 = only last.pt)
     "num_workers": 0,
     "max_steps": 0,            # stop after this many optimiser steps in total (0 = no limit)
+    "max_seconds": 0.0,        # stop, checkpointed, once this invocation has trained this long (0 = no limit)
     "model_options": {},
     "threads": 0,              # torch.set_num_threads (0 = leave as is)
 }
@@ -106,8 +107,9 @@ def set_dotted(cfg: dict, key: str, value: Any, *, strict: bool = False, origin:
 #: settings that must be >= 1 (counts and sizes); every other integer setting must be >= 0
 POSITIVE = frozenset({"epochs", "batch_size", "crop", "patch_size", "patch_stride", "phase1_epochs", "step_size",
                       "sensing_step_size"})
-#: float settings that must be > 0
+#: float settings that must be > 0, and those that must be >= 0
 POSITIVE_FLOAT = frozenset({"lr"})
+NONNEGATIVE_FLOAT = frozenset({"max_seconds"})
 
 
 def _type_name(default: Any) -> str:
@@ -133,6 +135,8 @@ def check_value(key: str, value: Any, default: Any, origin: str = "") -> Any:
             raise MLFuseError(f"{where}setting '{key}' must be a finite number, not {value!r}")
         if key.rsplit(".", 1)[-1] in POSITIVE_FLOAT and value <= 0:
             raise MLFuseError(f"{where}setting '{key}' must be > 0, not {value!r}")
+        if key.rsplit(".", 1)[-1] in NONNEGATIVE_FLOAT and value < 0:
+            raise MLFuseError(f"{where}setting '{key}' must be >= 0, not {value!r}")
     elif isinstance(default, int) and not isinstance(default, bool):
         low = 1 if key.rsplit(".", 1)[-1] in POSITIVE else 0
         if value < low:

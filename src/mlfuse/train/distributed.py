@@ -130,6 +130,15 @@ def all_mean(values: dict[str, float], info: DistInfo, device: torch.device) -> 
     return dict(zip(values, (t / info.world_size).tolist(), strict=True))
 
 
+def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on any (ranks must agree on when to stop)."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([int(flag)], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

@@ -16,7 +16,9 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,7 @@ from mlfuse.train.config import GENERIC_DEFAULTS, Config
 from mlfuse.train.distributed import (
     DistInfo,
     all_mean,
+    any_rank,
     barrier,
     cleanup,
     convert_batchnorm,
@@ -55,6 +58,42 @@ class TrainResult:
     seconds: float
     last_losses: dict[str, float] = field(default_factory=dict)
     last_val: dict[str, float] = field(default_factory=dict)
+    stopped: str = ""  # why the run stopped before its last epoch ("max_steps", "max_seconds", "SIGTERM"), else ""
+
+
+class _EarlyStop:
+    """Why a run should stop after the step in hand, checkpointed so that ``--resume`` continues it: its
+    ``max_steps`` reached, this invocation's ``max_seconds`` spent, or a SIGTERM received (a batch
+    scheduler's pre-emption, a time-limited job or session ending). The SIGTERM handler is installed for
+    the loop only, and only from the main thread (Python delivers signals there); it just sets a flag, so a
+    step is never cut in half, and the previous handler is restored after."""
+
+    def __init__(self, max_steps: int, max_seconds: float) -> None:
+        self.max_steps, self.max_seconds = int(max_steps), float(max_seconds)
+        self.start = time.perf_counter()
+        self.signalled = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _EarlyStop:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signalled = True
+
+    def reason(self, step: int) -> str:
+        if self.signalled:
+            return "SIGTERM"
+        if self.max_steps and step >= self.max_steps:
+            return "max_steps"
+        if self.max_seconds and time.perf_counter() - self.start >= self.max_seconds:
+            return "max_seconds"
+        return ""
 
 
 def _collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -253,46 +292,48 @@ class Trainer:
                          overwrite=True)
         self._logger = logger = _Logger(setup.out, info.is_main, resume_state=state if self.resume else None)
         t0 = time.perf_counter() - state["seconds"]
-        max_steps = int(cfg.max_steps)
         last_losses: dict[str, float] = {}
         self._last_val: dict[str, float] = {}
         epochs, steps_per_epoch = int(cfg.epochs), setup.steps_per_epoch
         bar = tqdm(total=epochs * steps_per_epoch, initial=state["epoch"] * steps_per_epoch + state["iteration"],
                    disable=bar_disabled(self.quiet) or not info.is_main, desc=f"train {recipe.name}", unit="it",
                    dynamic_ncols=True)
-        stop = False
+        stop = ""
         if int(cfg.num_workers) > 0 and hasattr(setup.dataset, "preload"):
             # decode every pair and compute its per-pair maps (e.g. VSM) once, here: worker processes are
             # forked per epoch and would otherwise redo it every epoch in their own copies
             setup.dataset.preload(quiet=bar_disabled(self.quiet) or not info.is_main)
-        while state["epoch"] < epochs and not stop:
-            epoch = state["epoch"]
-            # (set before the loop: a run resumed from a checkpoint at an epoch's last step has no batch left)
-            lr = setup.optimizers[0].param_groups[0]["lr"] if setup.optimizers else 0.0
-            for data in self._epoch_loader(setup, epoch, state["iteration"]):
-                last_losses = values = self._train_step(setup, data, epoch, state)
+        with _EarlyStop(int(cfg.max_steps), float(cfg.get("max_seconds", 0))) as early:
+            while state["epoch"] < epochs and not stop:
+                epoch = state["epoch"]
+                # (set before the loop: a run resumed from a checkpoint at an epoch's last step has no batch left)
                 lr = setup.optimizers[0].param_groups[0]["lr"] if setup.optimizers else 0.0
-                logger.step(state["step"], epoch, state["iteration"], lr, values)
-                bar.update(1)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
-                for cb in self.callbacks:
-                    cb.on_step_end(self, state)
-                stop = bool(max_steps and state["step"] >= max_steps)
-                if stop or (cfg.checkpoint_every and state["step"] % int(cfg.checkpoint_every) == 0):
-                    state["seconds"] = time.perf_counter() - t0
-                    self._save_checkpoint(setup, state)
+                for data in self._epoch_loader(setup, epoch, state["iteration"]):
+                    last_losses = values = self._train_step(setup, data, epoch, state)
+                    lr = setup.optimizers[0].param_groups[0]["lr"] if setup.optimizers else 0.0
+                    logger.step(state["step"], epoch, state["iteration"], lr, values)
+                    bar.update(1)
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
+                    for cb in self.callbacks:
+                        cb.on_step_end(self, state)
+                    stop = early.reason(state["step"])
+                    if any_rank(bool(stop), info, setup.device):
+                        stop = stop or "another rank stopping"
+                    if stop or (cfg.checkpoint_every and state["step"] % int(cfg.checkpoint_every) == 0):
+                        state["seconds"] = time.perf_counter() - t0
+                        self._save_checkpoint(setup, state)
+                    if stop:
+                        break
                 if stop:
                     break
-            if stop:
-                break
-            self._end_epoch(setup, epoch, state, lr, t0)
+                self._end_epoch(setup, epoch, state, lr, t0)
         bar.close()
         if info.is_main:
             self._finalize(setup, state)
         logger.close()
         barrier(info)
         return TrainResult(setup.out, state["epoch"], state["step"], time.perf_counter() - t0, last_losses,
-                           self._last_val)
+                           self._last_val, stop if state["epoch"] < epochs else "")
 
     def _epoch_loader(self, setup: _Setup, epoch: int, start: int) -> torch.utils.data.DataLoader:
         """This rank's batches of ``epoch`` from iteration ``start`` on (a seeded permutation per epoch)."""
@@ -368,7 +409,7 @@ class Trainer:
 #: schedule, losses, data, seed, batch, precision, model options, ...) shapes the optimiser's trajectory
 RESUMABLE_SETTINGS = frozenset({"out_dir", "device", "threads", "num_workers", "val", "val_every", "val_max_pairs",
                                 "val_profile", "val_slow_metrics", "sample_every", "checkpoint_every",
-                                "keep_epoch_checkpoints", "max_steps",
+                                "keep_epoch_checkpoints", "max_steps", "max_seconds",
                                 # same losses and gradients to float rounding (models/mlfuse/losses.py)
                                 "loss_path"})
 _CHECKPOINT_KEYS = ("model", "optimizers", "schedulers", "scaler", "state", "config", "recipe")
