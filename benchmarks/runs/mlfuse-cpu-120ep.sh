@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Start or continue the mlfuse-cpu-120ep training run (issue 12: schedule=cpu at 120 epochs, 6,360 steps; the next
 # candidate for the default rule) from the repository root, on both cores:
-#   bash benchmarks/runs/mlfuse-cpu-120ep.sh
-# The run writes last.pt every 10 steps; commit benchmarks/runs/mlfuse-cpu-120ep/{last.pt,*.csv,config.json}
-# before a session ends so the next one resumes it.
+#   bash benchmarks/runs/mlfuse-cpu-120ep.sh                     # until done
+#   MAX_SECONDS=9000 bash benchmarks/runs/mlfuse-cpu-120ep.sh    # stop, checkpointed, after 9000 s of training
+# The run writes last.pt every 10 steps, and on SIGTERM (`pkill -TERM -f mlfuse-cpu-120ep`) or when
+# MAX_SECONDS is spent it finishes its step, writes last.pt and exits; commit
+# benchmarks/runs/mlfuse-cpu-120ep/{last.pt,*.csv,config.json} before a session ends so the next one resumes it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=benchmarks/runs/mlfuse-cpu-120ep
 args=(mlfuse --config configs/mlfuse_train.toml --out "$out" --set schedule=cpu --epochs 120 --set threads=2
-      --set checkpoint_every=10 --set val_every=5 --set val_slow_metrics=false --set sample_every=0 --quiet)
+      --set checkpoint_every=10 --set val_every=5 --set val_slow_metrics=false --set sample_every=0 --set "max_seconds=${MAX_SECONDS:-0}" --quiet)
 if [ -f "$out/last.pt" ]; then
   exec mlfuse train "${args[@]}" --resume
 fi
