@@ -424,6 +424,49 @@ def test_kept_block_outputs_give_the_recomputed_result(name, ram, monkeypatch) -
     assert computed[True] < 0.8 * computed[False]  # convolutions run
 
 
+#: convolution multiply-adds of a tiled run per multiply-add of the untiled forward on the same window area
+TILED_WORK = {"cddfuse": 1.2, "sfdfuse": 1.2, "smfnet": 1.2, "emma": 1.4}
+
+
+@pytest.mark.parametrize("name", list(FAMILY))
+def test_tiled_passes_compute_each_layer_about_once(name) -> None:
+    """Over all its passes a tiled run does about one untiled forward's convolutions per window: a
+    block stops where a sum is unknown (nothing after it is computed on NaN), an attention keeps V for
+    the next pass instead of computing its qkv map twice, and a convolution of a poisoned map is not
+    computed. (Before, every block ran twice: 1.7-2.4x.) Counted at the dispatcher, per window area."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from mlfuse.inference.tiling import plan_windows, tile_spec
+
+    convs = (torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default)
+
+    class Work(TorchDispatchMode):
+        macs = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func in convs and args[0].device.type != "meta":
+                w = args[1]
+                self.macs += out.numel() * w.shape[1] * w.shape[2] * w.shape[3]
+            return out
+
+    model = _small(name)
+    h, w = (n // 8 * 8 for n in FAMILY[name][1])
+    tile = FAMILY[name][2][0]
+    spec = tile_spec(model)
+    area = sum((win.bottom - win.top) * (win.right - win.left)
+               for win in plan_windows(h, w, tile, spec.halo, spec.align)) / (h * w)
+    g = torch.Generator().manual_seed(5)
+    s, f = torch.rand(1, 1, h, w, generator=g), torch.rand(1, 1, h, w, generator=g)
+    with torch.inference_mode():
+        with Work() as whole:
+            ref = model.fusion_forward(s, f)
+        with Work() as tiled:
+            out = tiled_forward(model, s, f, tile)
+    assert (out - ref).abs().max().item() <= TOL
+    assert whole.macs > 0 and tiled.macs / whole.macs / area <= TILED_WORK[name]
+
+
 def test_a_dropped_map_that_is_read_is_an_error() -> None:
     """The placeholder of a dropped block output refuses to be read (it would be a wrong image)."""
     from mlfuse.inference import streaming
@@ -555,8 +598,8 @@ def test_a_full_temp_folder_fails_the_pair_in_one_line(tmp_path, monkeypatch) ->
 
 def test_the_pass_cache_holds_the_frontier_only(monkeypatch) -> None:
     """CDDFuse (two 4-block Restormer chains, then the fusion layers and a 4-block decoder chain):
-    after every pass each window keeps at most 3 block outputs (the two chains' frontiers and the
-    detail fusion), not every level computed so far."""
+    after every pass each window keeps at most 5 maps (the two chains' frontiers, each with the V of
+    the attention whose sums are being gathered, and the detail fusion), not every level computed so far."""
     import contextlib
 
     from mlfuse.inference import streaming
@@ -577,7 +620,7 @@ def test_the_pass_cache_holds_the_frontier_only(monkeypatch) -> None:
     s, f = torch.rand(1, 1, 48, 16, generator=g), torch.rand(1, 1, 48, 16, generator=g)
     with torch.inference_mode():
         tiled_forward(model, s, f, 20)
-    assert len(most) == 11 and max(most) == 3, most
+    assert len(most) == 11 and max(most) == 5, most
 
 
 def test_kept_blocks_with_the_fast_path() -> None:

@@ -204,6 +204,9 @@ class FastMDTA(nn.Module):
         self.qkv, self.qkv_dwconv, self.project_out = att.qkv, att.qkv_dwconv, att.project_out
 
     def forward(self, x: Tensor) -> Tensor:
+        if streaming.active():
+            return self.project_out(streaming.streamed_qkv_attention(
+                self, x, lambda t: self.qkv_dwconv(self.qkv(t)), self.temperature, self.num_heads))
         return _attend(self, self.qkv_dwconv(self.qkv(x)), self.temperature, self.num_heads, self.project_out)
 
 
@@ -229,6 +232,8 @@ class FastLiteAttention(nn.Module):
         self.num_heads, self.scale, self.proj = att.num_heads, att.scale, att.proj
 
     def forward(self, x: Tensor) -> Tensor:
+        if streaming.active():
+            return self.proj(streaming.streamed_qkv_attention(self, x, self.qkv, self.scale, self.num_heads))
         return _attend(self, self.qkv(x), self.scale, self.num_heads, self.proj)
 
 

@@ -12,9 +12,10 @@ window at a time, in *passes*. In a pass, an op whose whole-image sums are known
 passes) uses them and is exact on its window; the first ops whose sums are unknown and whose
 inputs are valid add their sums over the window's *core* (so every position counts once) and
 return NaN (a "poisoned" map); everything downstream of a poisoned map is poisoned as well and is
-neither summed nor, for blocks (:func:`block`), computed. The next pass knows those sums, so
-each pass resolves one level of the network's chain of global ops; the pass in which no op is
-unknown produces the output.
+neither summed nor computed: a block (:func:`block`) stops at the unknown sum and returns a poisoned
+map, a block whose input is poisoned is skipped, and a convolution of a poisoned map (glue between
+blocks) only has its shape worked out. The next pass knows those sums, so each pass resolves one
+level of the network's chain of global ops; the pass in which no op is unknown produces the output.
 
 Blocks (forwards decorated with :func:`block`) are where a pass resumes: a block whose output on a
 window was valid in one pass has that output kept (:class:`PassCache`: in memory up to a limit, then
@@ -24,7 +25,11 @@ operations for L levels). Only outputs a later pass still reads are kept: a ``To
 records which kept outputs every computed tensor derives from, and a kept output from which nothing
 was *used* in a pass (computed on by a block or a whole-image sum, or part of the window's output;
 glue such as an addition feeding a block that is itself kept does not count) is dropped after it,
-so the cache holds about the frontier of the computation, not every level. Without a cache
+so the cache holds about the frontier of the computation, not every level; outputs kept inside a
+block are dropped once the block's own output is kept. Channel attention
+(:func:`streamed_qkv_attention`) keeps V from the pass that sums ``Q K^T``, so its qkv map is
+computed once. Over all passes a window thus costs about one forward
+(``tests/inference/test_tiling.py::test_tiled_passes_compute_each_layer_about_once``). Without a cache
 (``StreamingPass(known)`` alone) every pass recomputes from the input, as the reference.
 
 Ops and blocks are identified per window forward by the block calls they run inside, themselves and
@@ -178,6 +183,14 @@ class PassCache:
         if path is not None:
             os.unlink(path)
 
+    def keys(self) -> list[tuple]:
+        with self._lock:
+            return list(self.entries)
+
+    def kill_all(self, keys: Any) -> None:
+        for key in keys:
+            self.kill(key)
+
     def _folder(self) -> str:
         with self._lock:
             if self._dir is None:
@@ -239,7 +252,14 @@ class _Provenance(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        if func is torch.conv2d and _LOCAL.origin and args and _origins(args[:1])[2]:
+            # a convolution of a poisoned map (glue after an unknown sum): its values are never read,
+            # so only its shape is computed (on the meta device), not its multiply-adds
+            meta = [a.to("meta") if isinstance(a, Tensor) else a for a in args]
+            shape = func(*meta, **{k: v.to("meta") if isinstance(v, Tensor) else v for k, v in kwargs.items()}).shape
+            out = args[0].new_full(shape, float("nan"))
+        else:
+            out = func(*args, **kwargs)
         if _LOCAL.origin:
             keys, dropped, poisoned = _origins((*args, *kwargs.values()))
             if keys or dropped or poisoned:
@@ -314,6 +334,7 @@ def window(size: tuple[int, int], core: tuple[slice, slice], index: int | None =
     previous = getattr(_LOCAL, "window", None)
     _LOCAL.window = (size, core)
     _LOCAL.scope = ()  # the block calls the current op runs inside: ((id(block), n), ...)
+    _LOCAL.abort = False  # whether the innermost block stops at an unknown sum (see block())
     _LOCAL.counts = {}  # (scope, id(module)) -> calls so far
     _LOCAL.index = index
     _LOCAL.handed = {}  # cache key -> weak ref: kept outputs handed out in this window
@@ -369,16 +390,22 @@ def reduce(op: nn.Module, sums: Callable[..., tuple[Tensor, ...]], *maps: Tensor
     """The whole-image value of ``sums(*maps)`` (a tuple of tensors, each a sum over positions),
     float64, or ``None`` when it is not known yet: the caller then returns :func:`poison` of its
     output's shape. Call only when :func:`active`."""
-    state = _PASS
     key = _key(op)
-    if key in state.known:  # computed on now: the enclosing block's or the result's use decides
+    if key in _PASS.known:  # computed on now: the enclosing block's or the result's use decides
         _use(maps, type(op).__name__, consume=False)
-        return state.known[key]
+        return _PASS.known[key]
+    _add_sums(op, key, sums, maps)
+    return None
+
+
+def _add_sums(op: nn.Module, key: tuple, sums: Callable[..., tuple[Tensor, ...]], maps: tuple[Tensor, ...]) -> None:
+    """Add ``sums`` over the window's core to the pass's partial sums of the op ``key`` (unknown so far)."""
+    state = _PASS
     _use(maps, type(op).__name__)  # recomputed in the next pass
     if _origins(maps)[2]:  # depends on an op unknown in this pass
         with state.lock:
             state.poisoned = True
-        return None
+        return
     with torch.autocast(maps[0].device.type, enabled=False):
         part = [t.double() for t in sums(*(core_of(m).float() for m in maps))]
     with state.lock:
@@ -388,15 +415,37 @@ def reduce(op: nn.Module, sums: Callable[..., tuple[Tensor, ...]], *maps: Tensor
             state.partial[key] = [a + b for a, b in zip(state.partial[key], part, strict=True)]
         else:
             state.partial[key] = part
-    return None
+
+
+class _Unknown(Exception):
+    """Raised by :func:`poison` inside a block whose output is shaped like its input: the rest of the
+    block's forward would only compute on NaN, so the block stops there (see :func:`block`)."""
 
 
 def poison(like: Tensor) -> Tensor:
-    """A NaN map shaped like ``like``: the output of an op whose sums are not known yet."""
+    """A NaN map shaped like ``like``: the output of an op whose sums are not known yet. Inside a
+    block of the default kind (``poisoned="input"``) the block's forward stops here instead, and the
+    block returns a poisoned map (its sums were added already: nothing after them in the block counts)."""
+    if active() and getattr(_LOCAL, "abort", False):
+        raise _Unknown
     out = torch.full_like(like, float("nan"))
     if active():
         _mark(out, poisoned=True)
     return out
+
+
+def _poisoned_map(x: Tensor, channels: int | None) -> Tensor:
+    """A NaN map standing for a block's unknown output: shaped like ``x``, with ``channels`` channels if given."""
+    shape = (x.shape[0], channels if channels is not None else x.shape[1], *x.shape[2:])
+    out = x.new_full(shape, float("nan"))
+    _mark(out, poisoned=True)
+    return out
+
+
+def _nested(keys: Any, here: tuple) -> set:
+    """The cache keys among ``keys`` of blocks called inside the block call ``here`` (same window)."""
+    n = len(here)
+    return {k for k in keys if k[0] == _LOCAL.index and len(k[1]) > n and k[1][:n] == here}
 
 
 def _hand_out(cache: PassCache, key: tuple) -> Tensor:
@@ -426,7 +475,9 @@ def block(forward: Callable[..., Any] | None = None, *, poisoned: str = "input")
     and a valid output (no input, and no whole-image sum inside, unknown in this pass) is kept for
     later passes. A poisoned ``x`` (``poisoned="input"``, the default) skips the block, whose output
     would be poisoned too: ``x`` itself is returned, or a NaN map of ``self.block_out_channels``
-    channels where the block sets that; ``poisoned="compute"`` runs the forward instead (for blocks
+    channels where the block sets that; such a block also stops at the first sum unknown in this
+    pass (:func:`poison` raises inside it) and returns a NaN map of that shape, since the rest of its
+    forward would only compute on NaN. ``poisoned="compute"`` runs the forward instead (for blocks
     whose output is not shaped like ``x``: its inner blocks still skip). Outside tiled inference the
     forward runs untouched."""
     if poisoned not in ("input", "compute"):
@@ -459,21 +510,26 @@ def block(forward: Callable[..., Any] | None = None, *, poisoned: str = "input")
             return out
         valid = not _poisoned(*inputs)
         outer, _LOCAL.scope = _LOCAL.scope, here
+        outer_abort, _LOCAL.abort = _LOCAL.abort, poisoned == "input"
         try:
             out = forward(self, x, *args, **kwargs)
+        except _Unknown:  # a sum unknown in this pass: the rest of the forward would compute on NaN
+            out = _poisoned_map(x, getattr(self, "block_out_channels", None))
         finally:
-            _LOCAL.scope = outer
+            _LOCAL.scope, _LOCAL.abort = outer, outer_abort
         outs = (out,) if isinstance(out, Tensor) else out
         if not valid or _poisoned(outs):
             for t in _tensors(outs):
                 _mark(t, poisoned=True)
             valid = False
         if not (valid and isinstance(outs, tuple) and all(isinstance(t, Tensor) for t in outs)):
-            _LOCAL.consumed |= used  # not kept: computed on again in a later pass
+            # not kept: computed again in a later pass, from its inputs and the outputs kept inside it
+            _LOCAL.consumed |= used | _nested(_LOCAL.handed, here)
         elif cache is not None:
             for i, t in enumerate(outs):
                 _keep(cache, key if isinstance(out, Tensor) else (*key, i), t)
             cache.arity[key] = 0 if isinstance(out, Tensor) else len(outs)
+            cache.kill_all(_nested(cache.keys(), here))  # later passes return this block whole
         return out
 
     run._streaming_block = True  # type: ignore[attr-defined]
@@ -507,6 +563,32 @@ def streamed_channel_attention(op: nn.Module, q: Tensor, k: Tensor, v: Tensor, t
                                heads: int) -> Tensor:
     """:func:`mlfuse.models.blocks.attention.l2_channel_attention` on a window of a tiled pass."""
     stats = reduce(op, lambda q_, k_: attention_sums(q_, k_, heads), q, k)
+    if stats is None:
+        return poison(v)
+    b, c, h, w = v.shape
+    attn = attention_matrix(stats, temperature).to(v.dtype)
+    return (attn @ v.reshape(b, heads, c // heads, h * w)).reshape(b, c, h, w)
+
+
+@functools.partial(block, poisoned="compute")
+def _value_map(op: nn.Module, x: Tensor, qkv: Callable[[Tensor], Tensor], key: tuple, heads: int) -> Tensor:
+    """V of ``qkv(x)``; where the op's sums are unknown in this pass, its Q K^T sums are added on the
+    way. A block, so later passes get V back without computing ``qkv`` again."""
+    q, k, v = qkv(x).chunk(3, dim=1)
+    if key not in _PASS.known:
+        _add_sums(op, key, lambda q_, k_: attention_sums(q_, k_, heads), (q, k))
+    return v
+
+
+def streamed_qkv_attention(op: nn.Module, x: Tensor, qkv: Callable[[Tensor], Tensor], temperature: Tensor,
+                           heads: int) -> Tensor:
+    """:func:`streamed_channel_attention` for ``q, k, v = qkv(x).chunk(3)``, with ``qkv`` computed once
+    over the passes: the pass that sums ``Q K^T`` keeps V (C channels, not the 3C of the whole map)
+    and the next one applies the attention to it. ``qkv`` is most of the cost of CDDFuse-family
+    networks (the Lite attention's full 3x3 convolution over 3C channels)."""
+    key = _key(op)
+    v = _value_map(op, x, qkv, key, heads)
+    stats = _PASS.known.get(key)
     if stats is None:
         return poison(v)
     b, c, h, w = v.shape

@@ -63,6 +63,9 @@ class MDTA(nn.Module):
         return q, k, v
 
     def forward(self, x: Tensor) -> Tensor:
+        if streaming.active():  # tiled: the qkv map computed once over the passes
+            return self.project_out(streaming.streamed_qkv_attention(
+                self, x, lambda t: self.qkv_dwconv(self.qkv(t)), self.temperature, self.num_heads))
         q, k, v = self.qkv_maps(x)
         return self.project_out(l2_channel_attention(q, k, v, self.temperature, self.num_heads, self))
 
@@ -84,5 +87,8 @@ class AttentionBase(nn.Module):
         self.proj = nn.Conv2d(dim, dim, 1, bias=qkv_bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        if streaming.active():  # tiled: the qkv map computed once over the passes
+            return self.proj(streaming.streamed_qkv_attention(self, x, lambda t: self.qkv2(self.qkv1(t)),
+                                                              self.scale, self.num_heads))
         q, k, v = self.qkv2(self.qkv1(x)).chunk(3, dim=1)
         return self.proj(l2_channel_attention(q, k, v, self.scale, self.num_heads, self))
