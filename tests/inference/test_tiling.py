@@ -467,6 +467,48 @@ def test_tiled_passes_compute_each_layer_about_once(name) -> None:
     assert whole.macs > 0 and tiled.macs / whole.macs / area <= TILED_WORK[name]
 
 
+@pytest.mark.parametrize("name", list(FAMILY))
+def test_tiled_passes_run_under_bf16_autocast(name) -> None:
+    """A convolution skipped on a poisoned map gets autocast's dtype, as the real one would (SMFNet runs
+    one on poisoned maps inside a block that computes on them)."""
+    from mlfuse.inference.fuse import run_network
+
+    rng = np.random.default_rng(3)
+    s, f = rng.random((72, 16), dtype=np.float32), rng.random((72, 16), dtype=np.float32)
+    out = run_network(_small(name), s, f, tile=20, precision="bf16", workers=1)
+    ref = run_network(_small(name), s, f, tile="off", precision="bf16")
+    assert np.isfinite(out).all() and np.abs(out - ref).max() < 0.1  # bf16 rounding, not a different image
+
+
+def test_a_non_finite_attention_sum_is_an_error_with_kept_blocks() -> None:
+    """NaN in an attention's Q K^T sums (one q channel's weights) while V stays finite: kept blocks must
+    not let the NaN image pass as the result."""
+    from mlfuse.inference.tiling import TileSpec, TilingError
+    from mlfuse.models.blocks.transformer import RestormerBlock
+
+    class Net(nn.Module):
+        TILE_SPEC = TileSpec(halo=8, streaming=True, global_ops=("attention",))
+
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.inp = nn.Conv2d(2, 8, 3, padding=1)
+            self.a, self.b = RestormerBlock(8, 2), RestormerBlock(8, 2)
+            with torch.no_grad():
+                self.b.attn.qkv.weight[0] = float("nan")
+            self.out = nn.Conv2d(8, 1, 3, padding=1)
+
+        def fusion_forward(self, s: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+            x = self.inp(torch.cat((s, f), 1))
+            return self.out(self.a(x) + self.b(x))
+
+    g = torch.Generator().manual_seed(1)
+    s, f = torch.rand(1, 1, 40, 12, generator=g), torch.rand(1, 1, 40, 12, generator=g)
+    for keep in (False, True):
+        with torch.inference_mode(), pytest.raises(TilingError, match="not finite"):
+            tiled_forward(Net().eval(), s, f, 10, keep_blocks=keep)
+
+
 def test_a_dropped_map_that_is_read_is_an_error() -> None:
     """The placeholder of a dropped block output refuses to be read (it would be a wrong image)."""
     from mlfuse.inference import streaming

@@ -104,6 +104,7 @@ class PassCache:
         self.ram_limit = CACHE_RAM_BYTES if ram_bytes is None else int(ram_bytes)
         self.parent = folder
         self.entries: dict[tuple, _Entry] = {}
+        self.by_window: dict[Any, list[tuple]] = {}  # window index -> its keys
         self.arity: dict[tuple, int] = {}  # block key -> 0 (its output is one map) or n (a tuple of n)
         self.ram = 0
         self.disk = 0
@@ -165,6 +166,7 @@ class PassCache:
                 self.stats.written += nbytes
         with self._lock:
             self.entries[key] = entry
+            self.by_window.setdefault(key[0], []).append(key)
 
     def kill(self, key: tuple) -> None:
         """No later pass reads this output: free its data, keep the entry (a placeholder stands in)."""
@@ -183,9 +185,9 @@ class PassCache:
         if path is not None:
             os.unlink(path)
 
-    def keys(self) -> list[tuple]:
+    def keys(self, window: Any = None) -> list[tuple]:
         with self._lock:
-            return list(self.entries)
+            return list(self.by_window.get(window, ())) if window is not None else list(self.entries)
 
     def kill_all(self, keys: Any) -> None:
         for key in keys:
@@ -201,6 +203,7 @@ class PassCache:
     def close(self) -> None:
         """Forget every entry and delete the folder."""
         self.entries.clear()
+        self.by_window.clear()
         self.arity.clear()
         self.ram = self.disk = 0
         if self._dir is not None:
@@ -241,6 +244,20 @@ def streaming_pass(state: StreamingPass) -> Iterator[StreamingPass]:
         _PASS = previous
 
 
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The autocast dtype of the calling thread on ``device_type`` ("cpu", "cuda"), ``None`` when off."""
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: no device argument
+        enabled = torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+    if not enabled:
+        return None
+    getter = getattr(torch, "get_autocast_dtype", None)
+    if getter is not None:
+        return getter(device_type)
+    return torch.get_autocast_cpu_dtype() if device_type == "cpu" else torch.get_autocast_gpu_dtype()
+
+
 class _Provenance(TorchFunctionMode):
     """Records, for every tensor an operation computes from kept block outputs or from a poisoned map,
     which kept outputs it derives from, whether from a dropped one's placeholder and whether from a
@@ -255,9 +272,14 @@ class _Provenance(TorchFunctionMode):
         if func is torch.conv2d and _LOCAL.origin and args and _origins(args[:1])[2]:
             # a convolution of a poisoned map (glue after an unknown sum): its values are never read,
             # so only its shape is computed (on the meta device), not its multiply-adds
-            meta = [a.to("meta") if isinstance(a, Tensor) else a for a in args]
-            shape = func(*meta, **{k: v.to("meta") if isinstance(v, Tensor) else v for k, v in kwargs.items()}).shape
-            out = args[0].new_full(shape, float("nan"))
+            x = args[0]
+            dtype = (autocast_dtype(x.device.type) if x.is_floating_point() else None) or x.dtype  # autocast's
+
+            def meta(a: Any) -> Any:
+                return a.to("meta", dtype if a.is_floating_point() else a.dtype) if isinstance(a, Tensor) else a
+
+            shape = func(*[meta(a) for a in args], **{k: meta(v) for k, v in kwargs.items()}).shape
+            out = x.new_full(shape, float("nan"), dtype=dtype)
         else:
             out = func(*args, **kwargs)
         if _LOCAL.origin:
@@ -316,6 +338,9 @@ def use_output(y: Tensor) -> None:
     """The window's output is about to be kept: it must not derive from a dropped map."""
     if active():
         _use((y,), "the window's output")
+        if _origins((y,))[2]:  # an op's sums are still unknown: this pass cannot be the last
+            with _PASS.lock:
+                _PASS.poisoned = True
 
 
 def _poisoned(*values: Any) -> bool:
@@ -511,10 +536,12 @@ def block(forward: Callable[..., Any] | None = None, *, poisoned: str = "input")
         valid = not _poisoned(*inputs)
         outer, _LOCAL.scope = _LOCAL.scope, here
         outer_abort, _LOCAL.abort = _LOCAL.abort, poisoned == "input"
+        aborted = False
         try:
             out = forward(self, x, *args, **kwargs)
         except _Unknown:  # a sum unknown in this pass: the rest of the forward would compute on NaN
             out = _poisoned_map(x, getattr(self, "block_out_channels", None))
+            aborted = True
         finally:
             _LOCAL.scope, _LOCAL.abort = outer, outer_abort
         outs = (out,) if isinstance(out, Tensor) else out
@@ -524,12 +551,12 @@ def block(forward: Callable[..., Any] | None = None, *, poisoned: str = "input")
             valid = False
         if not (valid and isinstance(outs, tuple) and all(isinstance(t, Tensor) for t in outs)):
             # not kept: computed again in a later pass, from its inputs and the outputs kept inside it
-            _LOCAL.consumed |= used | _nested(_LOCAL.handed, here)
+            _LOCAL.consumed |= used | (_nested(_LOCAL.handed, here) if aborted else set())
         elif cache is not None:
             for i, t in enumerate(outs):
                 _keep(cache, key if isinstance(out, Tensor) else (*key, i), t)
             cache.arity[key] = 0 if isinstance(out, Tensor) else len(outs)
-            cache.kill_all(_nested(cache.keys(), here))  # later passes return this block whole
+            cache.kill_all(_nested(cache.keys(_LOCAL.index), here))  # later passes return this block whole
         return out
 
     run._streaming_block = True  # type: ignore[attr-defined]
@@ -590,6 +617,7 @@ def streamed_qkv_attention(op: nn.Module, x: Tensor, qkv: Callable[[Tensor], Ten
     v = _value_map(op, x, qkv, key, heads)
     stats = _PASS.known.get(key)
     if stats is None:
+        _use((v,), type(op).__name__)  # V is read in the next pass
         return poison(v)
     b, c, h, w = v.shape
     attn = attention_matrix(stats, temperature).to(v.dtype)

@@ -228,14 +228,7 @@ class Tiler:
 
 def cpu_autocast_dtype() -> torch.dtype | None:
     """The CPU autocast dtype of the calling thread, ``None`` when CPU autocast is off."""
-    try:
-        enabled = torch.is_autocast_enabled("cpu")
-    except TypeError:  # torch < 2.4
-        enabled = torch.is_autocast_cpu_enabled()
-    if not enabled:
-        return None
-    getter = getattr(torch, "get_autocast_dtype", None)
-    return getter("cpu") if getter is not None else torch.get_autocast_cpu_dtype()
+    return streaming.autocast_dtype("cpu")
 
 
 def _thread_modes() -> tuple:
