@@ -28,7 +28,7 @@ from pathlib import Path
 METHODS = ("cddfuse", "emma", "smfnet", "sfdfuse")
 
 
-def _counter():
+def conv_work():
     """A dispatch mode adding up the multiply-adds of the convolutions that run (not on the meta device)."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -71,9 +71,9 @@ def measure(method: str, h: int, w: int, tile: int, recompute: bool = True) -> d
             t = time.process_time()
             again = tiled_forward(model, s, f, tile, keep_blocks=False)
             recomputed_s = time.process_time() - t
-        with _counter() as whole:  # the work, counted apart from the timed runs
+        with conv_work() as whole:  # the work, counted apart from the timed runs
             model.fusion_forward(s, f)
-        with _counter() as tiled:
+        with conv_work() as tiled:
             tiled_forward(model, s, f, tile)
     spec = tile_spec(model)
     windows = plan_windows(h, w, tile, spec.halo, spec.align)

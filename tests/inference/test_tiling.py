@@ -4,6 +4,7 @@ operations stay global, windows stay bounded, and the pipeline / CLI options beh
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ from mlfuse.inference.tiling import (
     tile_spec,
     tiled_forward,
 )
-from tests._common import NETWORKS, one_thread_fixture, randomise_bn
+from tests._common import NETWORKS, load_script, one_thread_fixture, randomise_bn
 
 TOL = 1e-5  # the issue asks 1e-4; tiles agree to ~1e-7
 
@@ -434,22 +435,9 @@ def test_tiled_passes_compute_each_layer_about_once(name) -> None:
     block stops where a sum is unknown (nothing after it is computed on NaN), an attention keeps V for
     the next pass instead of computing its qkv map twice, and a convolution of a poisoned map is not
     computed. (Before, every block ran twice: 1.7-2.4x.) Counted at the dispatcher, per window area."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
     from mlfuse.inference.tiling import plan_windows, tile_spec
 
-    convs = (torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default)
-
-    class Work(TorchDispatchMode):
-        macs = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            if func in convs and args[0].device.type != "meta":
-                w = args[1]
-                self.macs += out.numel() * w.shape[1] * w.shape[2] * w.shape[3]
-            return out
-
+    conv_work = load_script(Path(__file__).parents[2] / "benchmarks" / "bench_pass_cache.py").conv_work
     model = _small(name)
     h, w = (n // 8 * 8 for n in FAMILY[name][1])
     tile = FAMILY[name][2][0]
@@ -459,9 +447,9 @@ def test_tiled_passes_compute_each_layer_about_once(name) -> None:
     g = torch.Generator().manual_seed(5)
     s, f = torch.rand(1, 1, h, w, generator=g), torch.rand(1, 1, h, w, generator=g)
     with torch.inference_mode():
-        with Work() as whole:
+        with conv_work() as whole:
             ref = model.fusion_forward(s, f)
-        with Work() as tiled:
+        with conv_work() as tiled:
             out = tiled_forward(model, s, f, tile)
     assert (out - ref).abs().max().item() <= TOL
     assert whole.macs > 0 and tiled.macs / whole.macs / area <= TILED_WORK[name]
