@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -39,12 +38,6 @@ def _pair(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return rng.integers(0, 256, (h, w), dtype=np.uint8), rng.integers(0, 256, (h, w), dtype=np.uint8)
 
 
-def _write(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
@@ -61,10 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import mlfuse
+    from mlfuse.data.io import atomic_write
     from mlfuse.errors import MLFuseError
     from mlfuse.inference.fuse import run_network
     from mlfuse.inference.tiling import default_budget, resolve_tile
     from mlfuse.runtime import machine
+
+    def write() -> None:  # after every row: a run cut short keeps what it measured
+        atomic_write(args.out, lambda fh: fh.write(json.dumps(data, indent=1).encode()), overwrite=True)
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -111,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         except (MLFuseError, RuntimeError, MemoryError) as exc:
             row = {"method": method, "check": "tiled_vs_untiled", "error": str(exc).splitlines()[0]}
         data["rows"].append(row)
-        _write(args.out, data)
+        write()
         print(json.dumps(row), flush=True)
     for precision in args.precisions:
         for method, model in models.items():
@@ -129,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 except (MLFuseError, RuntimeError, MemoryError) as exc:
                     row["error"] = str(exc).splitlines()[0]
                 data["rows"].append(row)
-                _write(args.out, data)
+                write()
                 print(json.dumps(row), flush=True)
     return 0
 

@@ -185,9 +185,10 @@ class PassCache:
         if path is not None:
             os.unlink(path)
 
-    def keys(self, window: Any = None) -> list[tuple]:
+    def keys(self, window: Any) -> list[tuple]:
+        """The keys of one window's entries (live and dropped)."""
         with self._lock:
-            return list(self.by_window.get(window, ())) if window is not None else list(self.entries)
+            return list(self.by_window.get(window, ()))
 
     def kill_all(self, keys: Any) -> None:
         for key in keys:
@@ -468,9 +469,9 @@ def _poisoned_map(x: Tensor, channels: int | None) -> Tensor:
 
 
 def _nested(keys: Any, here: tuple) -> set:
-    """The cache keys among ``keys`` of blocks called inside the block call ``here`` (same window)."""
+    """The cache keys among ``keys`` (all of the current window) of blocks called inside the block call ``here``."""
     n = len(here)
-    return {k for k in keys if k[0] == _LOCAL.index and len(k[1]) > n and k[1][:n] == here}
+    return {k for k in keys if len(k[1]) > n and k[1][:n] == here}
 
 
 def _hand_out(cache: PassCache, key: tuple) -> Tensor:
@@ -592,6 +593,11 @@ def streamed_channel_attention(op: nn.Module, q: Tensor, k: Tensor, v: Tensor, t
     stats = reduce(op, lambda q_, k_: attention_sums(q_, k_, heads), q, k)
     if stats is None:
         return poison(v)
+    return _attend_values(stats, temperature, v, heads)
+
+
+def _attend_values(stats: tuple[Tensor, ...], temperature: Tensor, v: Tensor, heads: int) -> Tensor:
+    """The whole-image attention (from its sums) applied to a window's V, per head."""
     b, c, h, w = v.shape
     attn = attention_matrix(stats, temperature).to(v.dtype)
     return (attn @ v.reshape(b, heads, c // heads, h * w)).reshape(b, c, h, w)
@@ -619,6 +625,4 @@ def streamed_qkv_attention(op: nn.Module, x: Tensor, qkv: Callable[[Tensor], Ten
     if stats is None:
         _use((v,), type(op).__name__)  # V is read in the next pass
         return poison(v)
-    b, c, h, w = v.shape
-    attn = attention_matrix(stats, temperature).to(v.dtype)
-    return (attn @ v.reshape(b, heads, c // heads, h * w)).reshape(b, c, h, w)
+    return _attend_values(stats, temperature, v, heads)

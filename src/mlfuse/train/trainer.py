@@ -303,7 +303,7 @@ class Trainer:
             # decode every pair and compute its per-pair maps (e.g. VSM) once, here: worker processes are
             # forked per epoch and would otherwise redo it every epoch in their own copies
             setup.dataset.preload(quiet=bar_disabled(self.quiet) or not info.is_main)
-        with _EarlyStop(int(cfg.max_steps), float(cfg.get("max_seconds", 0))) as early:
+        with _EarlyStop(int(cfg.max_steps), float(cfg.max_seconds)) as early:
             while state["epoch"] < epochs and not stop:
                 epoch = state["epoch"]
                 # (set before the loop: a run resumed from a checkpoint at an epoch's last step has no batch left)
