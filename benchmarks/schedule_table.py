@@ -23,8 +23,9 @@ LOSSES = ("L_edg", "L_ssd", "L_cmk", "L_fus", "total")
 # The authors' schedule (their train.py; shared/specs/mlfuse.md section 8): no run folder to read it from.
 AUTHORS = {"schedule": "authors", "epochs": 501, "lr": 1e-4, "warmup_epochs": 0.0, "eta_min": 0.0,
            "batch_size": 16, "crop": 128}
-TRAIN_PAIRS = 853  # mlfuse's runs: RoadScene DIDFuse-180 + Harvard train (147 + 245 + 281), one crop per pair per
-# epoch; the authors' own split is unpublished, so their step count is given as an estimate
+# The authors' step count: their checkpoint's BatchNorm num_batches_tracked, 13,527 = 501 epochs x 27 iterations
+# (about 440 pairs, half RoadScene, half medical; their split is unpublished; spec section 8)
+AUTHORS_STEPS = 13_527
 
 
 def pooled(report: dict, label: str, profile: str = "paper") -> dict[str, float]:
@@ -62,15 +63,27 @@ def release_config(label: str, weights: str | None = None) -> tuple[dict, dict]:
     return json.loads(meta.get("config", "{}")), meta
 
 
+def crops_cell(data: list[dict]) -> str:
+    """Crops per pair per epoch: "1", or each entry's ``repeat`` where they differ (data entries named by
+    their folder below ``data/``)."""
+    repeats = [int(e.get("repeat", 1)) for e in data]
+    if all(r == 1 for r in repeats):
+        return "1"
+
+    def name(entry: dict) -> str:
+        parts = Path(str(entry["root"])).parts
+        return "/".join(parts[parts.index("data") + 1:] if "data" in parts else parts[-2:])
+
+    return ", ".join(f"{r} {name(e)}" for e, r in zip(data, repeats, strict=True))
+
+
 def schedule_cells(cfg: dict, steps: int | None) -> list[str]:
     schedule = cfg.get("schedule", "authors")
-    epochs = int(cfg["epochs"])
-    per_epoch = TRAIN_PAIRS // int(cfg["batch_size"])  # the last partial batch is dropped
     decay = "cosine per epoch" if schedule == "authors" else "cosine per step"
-    n_steps = f"{steps:,}" if steps is not None else f"~{epochs * per_epoch / 1000:.0f}k"
-    return [schedule, f"{epochs}", n_steps, f"{cfg['lr']:g}",
+    n_steps = f"{steps:,}" if steps is not None else "?"
+    return [schedule, f"{int(cfg['epochs'])}", n_steps, f"{cfg['lr']:g}",
             f"{float(cfg.get('warmup_epochs', 0.0)):g} ep", f"{decay} to {float(cfg.get('eta_min', 0.0)):g}",
-            f"{cfg['batch_size']}", "1"]
+            f"{cfg['batch_size']}", crops_cell(cfg.get("data") or [])]
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -100,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     best = {m: max(s[m] for s in scores.values()) for m in PAPER_METRICS}
     for lb in labels:
         if lb == "mlfuse:paper":
-            cfg, steps = AUTHORS, None
+            cfg, steps = AUTHORS, AUTHORS_STEPS
         else:
             cfg, meta = release_config(lb, weights[lb])
             steps = int(meta["steps"]) if "steps" in meta else None

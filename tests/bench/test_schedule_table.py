@@ -62,7 +62,7 @@ def test_table_reads_the_schedule_from_the_release_and_the_curves_from_the_run(t
     # own-v1's schedule comes from its packaged weights' metadata: 12 epochs, 636 steps, lr 1e-3
     assert rows[0].startswith("| `mlfuse:own-v1` | authors | 12 | 636 | 0.001 | 0 ep | cosine per epoch to 0 "
                               "| 16 | 1 |")
-    assert rows[1].startswith("| `mlfuse:paper` | authors | 501 | ~27k | 0.0001 |")
+    assert rows[1].startswith("| `mlfuse:paper` | authors | 501 | 13,527 | 0.0001 |")  # their BN counters
     assert rows[1].count("**") == 2 * 6  # the authors' row is best in every pooled column here
     # the file's metadata gives its schedule: schedule=cpu, 60 epochs, 3,180 steps, 2-epoch warm-up
     assert rows[2].startswith("| `abl` | cpu | 60 | 3,180 | 0.001 | 2 ep | cosine per step to 1e-05 | 16 | 1 |")
@@ -74,3 +74,10 @@ def test_table_reads_the_schedule_from_the_release_and_the_curves_from_the_run(t
     assert table.release_config("v2", "own-v2")[1]["steps"] == "3180"
     with pytest.raises(SystemExit, match=r"abl: run/last\.pt is neither an MLFuse release nor a \.safetensors"):
         table.release_config("abl", "run/last.pt")
+
+
+def test_crops_per_pair_names_the_repeated_entries(table):
+    assert table.crops_cell([]) == "1"
+    assert table.crops_cell([{"root": "../shared/data/roadscene/train"}, {"root": "x/y", "repeat": 1}]) == "1"
+    data = [{"root": "../shared/data/roadscene/train", "repeat": 4}, {"root": "../shared/data/harvard/ct_mri/train"}]
+    assert table.crops_cell(data) == "4 roadscene/train, 1 harvard/ct_mri/train"

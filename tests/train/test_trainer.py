@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 import mlfuse
+import mlfuse.train.data as data_module
 from mlfuse.cli.main import main
 from mlfuse.errors import MLFuseError
 from mlfuse.train import build_config, get_recipe, train
@@ -225,6 +226,26 @@ def test_data_entries_names_filter_and_seeded_crops(tiny_set, tmp_path):
     assert not torch.equal(ds[1]["structural"], a["structural"])
     big = PairCropDataset(pairs, 64, seed=0)[0]  # crop larger than the 40 x 48 image: reflect-padded
     assert big["functional"].shape == (1, 64, 64)
+
+
+def test_repeat_weights_an_entry_with_more_crops_per_pair(tiny_set, monkeypatch):
+    plain = collect_pairs([{"root": str(tiny_set), "names": ["1", "2"]}])
+    pairs = collect_pairs([{"root": str(tiny_set), "names": ["1", "2"], "repeat": 3},
+                           {"root": str(tiny_set), "names": ["5"]}])
+    assert [p.name for p in pairs] == ["1", "2"] * 3 + ["5"]
+    calls = []
+    real = data_module.load_gray_u8
+    monkeypatch.setattr(data_module, "load_gray_u8", lambda path: calls.append(path) or real(path))
+    ds = PairCropDataset(pairs, 16, seed=3)
+    crops = [ds[i]["structural"] for i in (0, 2, 4)]  # pair "1", three times: three different crops
+    assert not torch.equal(crops[0], crops[1]) and not torch.equal(crops[1], crops[2])
+    assert len(calls) == 2  # decoded once (structural + functional), shared by its repeats
+    assert torch.equal(ds[0]["structural"], PairCropDataset(plain, 16, seed=3)[0]["structural"])  # index 0 as before
+    for bad in (0, 1.5, "2", True):
+        with pytest.raises(MLFuseError, match="'repeat' must be a whole number >= 1"):
+            collect_pairs([{"root": str(tiny_set), "repeat": bad}])
+    with pytest.raises(MLFuseError, match="'repeat' weights training data only"):
+        collect_pairs([{"root": str(tiny_set), "repeat": 2}], what="val")
 
 
 def test_python_api_train(tiny_set, tmp_path):

@@ -41,12 +41,15 @@ def machine_description() -> str:
 
 
 def _data_lines(entries: list[dict[str, Any]]) -> list[str]:
-    from mlfuse.train.data import collect_pairs
+    from mlfuse.train.data import collect_pairs, entry_repeat
 
     lines = [] if entries else ["- none"]
     for entry in entries:
         try:
-            n = f"{len(collect_pairs([entry]))} pairs"
+            repeat = entry_repeat(entry)
+            n = f"{len(collect_pairs([entry])) // repeat} pairs"
+            if repeat > 1:
+                n += f", {repeat} crops of each per epoch"
         except MLFuseError:
             n = "pair count unavailable here"
         names = entry.get("names")

@@ -23,7 +23,7 @@ GENERIC_DEFAULTS: dict[str, Any] = {
     "device": "auto",
     "precision": "fp32",       # fp32 | bf16 | fp16 (autocast; fp16 uses a GradScaler; GPU only)
     "out_dir": "runs/train",
-    "data": [],                # [{"root": DIR, "dirs": [structural, functional], "names": SPEC}]
+    "data": [],                # [{"root": DIR, "dirs": [structural, functional], "names": SPEC, "repeat": N}]
     "val": [],                 # same form; validation pairs
     "val_every": 0,            # epochs between validations (0 = never)
     "val_max_pairs": 0,        # 0 = all validation pairs
