@@ -462,3 +462,16 @@ def test_validation_mean_leaves_out_non_finite_values(tiny_set, tmp_path, monkey
     net = mlfuse.create_model("mlfuse", weights=None)
     scores = validate(net, cfg, tmp_path, 1)
     assert scores["VIF"] == 0.5 and math.isnan(scores["CC"])
+
+
+def test_set_reaches_into_a_list_of_data_entries(tiny_set, tmp_path):
+    defaults = get_recipe("mlfuse").defaults
+    f = tmp_path / "c.toml"
+    f.write_text(f'[[data]]\nroot = "{tiny_set}"\n\n[[data]]\nroot = "{tiny_set}"\nnames = ["5"]\n')
+    cfg = build_config(defaults, file=f, sets=["data.1.repeat=3"])
+    assert cfg.data == [{"root": str(tiny_set)}, {"root": str(tiny_set), "names": ["5"], "repeat": 3}]
+    for bad, message in (("data.2.repeat=3", r"'data' has 2 item\(s\), numbered from 0: no item '2'"),
+                         ("data.x.repeat=3", "no item 'x'"),
+                         ("data.repeat=3", r"'data' is a list: name a setting of one item \('data.0.<setting>'\)")):
+        with pytest.raises(MLFuseError, match=message):
+            build_config(defaults, file=f, sets=[bad])

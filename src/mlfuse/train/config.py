@@ -79,17 +79,25 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def set_dotted(cfg: dict, key: str, value: Any, *, strict: bool = False, origin: str = "") -> None:
-    """``a.b=1`` sets ``cfg["a"]["b"]`` (nested dicts such as ``loss_weights``). ``strict``: a key
-    missing from a non-empty group is an error (an empty group, e.g. ``model_options``, is free-form)."""
+    """``a.b=1`` sets ``cfg["a"]["b"]`` (nested dicts such as ``loss_weights``); a number picks an item of a
+    list (``data.0.repeat=4``: the first data entry's). ``strict``: a key missing from a non-empty group
+    is an error (an empty group, e.g. ``model_options``, is free-form)."""
     *parents, last = key.split(".")
     node = cfg
     where = origin or f"--set {key}"
     for i, p in enumerate(parents):
-        if strict and node and p not in node:
-            raise MLFuseError(f"{where}: unknown setting '{'.'.join(parents[:i + 1])}'")
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
+        if isinstance(node, list):
+            node = _list_item(node, p, ".".join(parents[:i]), where)
+            strict = False  # a list's items (data entries) are free-form
+        else:
+            if strict and node and p not in node:
+                raise MLFuseError(f"{where}: unknown setting '{'.'.join(parents[:i + 1])}'")
+            node = node.setdefault(p, {})
+        if not isinstance(node, dict | list):
             raise MLFuseError(f"{where}: '{p}' is not a group of settings")
+    if isinstance(node, list):
+        raise MLFuseError(f"{where}: '{'.'.join(parents)}' is a list: name a setting of one item "
+                          f"('{'.'.join(parents)}.0.<setting>')")
     if strict and parents and node and last not in node:
         raise MLFuseError(f"{where}: unknown setting '{key}' (known in '{'.'.join(parents)}': "
                           f"{', '.join(sorted(node))})")
@@ -102,6 +110,12 @@ def set_dotted(cfg: dict, key: str, value: Any, *, strict: bool = False, origin:
             set_dotted(group, k, v, strict=strict, origin=where)
     else:
         node[last] = value
+
+
+def _list_item(items: list, index: str, name: str, where: str) -> Any:
+    if not index.isdigit() or int(index) >= len(items):
+        raise MLFuseError(f"{where}: '{name}' has {len(items)} item(s), numbered from 0: no item '{index}'")
+    return items[int(index)]
 
 
 #: settings that must be >= 1 (counts and sizes); every other integer setting must be >= 0
