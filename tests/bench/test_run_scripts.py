@@ -1,0 +1,40 @@
+"""benchmarks/runs/*.sh: the committed training runs' start/continue scripts pass the settings they document."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _args(script: str, tmp_path: Path, env: dict[str, str] | None = None) -> list[str]:
+    fake = tmp_path / "bin" / "mlfuse"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')  # prints the arguments, one a line
+    fake.chmod(0o755)
+    run_env = {**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}", **(env or {})}
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "runs" / script)], env=run_env, capture_output=True,
+                          text=True, check=True, timeout=60)
+    return done.stdout.splitlines()
+
+
+@pytest.mark.parametrize(("script", "epochs"), [("mlfuse-cpu-120ep.sh", "120"), ("mlfuse-cpu-30ep.sh", "30")])
+def test_cpu_schedule_runs(script: str, epochs: str, tmp_path: Path):
+    args = _args(script, tmp_path, {"MAX_SECONDS": "60"})
+    assert args[:2] == ["train", "mlfuse"]
+    out = args[args.index("--out") + 1]
+    assert out == f"benchmarks/runs/mlfuse-cpu-{epochs}ep" and args[args.index("--epochs") + 1] == epochs
+    for setting in ("schedule=cpu", "threads=2", "max_seconds=60", "keep_epoch_checkpoints=2"):
+        assert setting in args
+    assert ("--resume" in args) == (ROOT / out / "last.pt").exists()  # continues a committed run
+
+
+def test_cpu_schedule_needs_epochs(tmp_path: Path):
+    with pytest.raises(subprocess.CalledProcessError) as err:
+        subprocess.run(["bash", str(ROOT / "benchmarks" / "runs" / "cpu-schedule.sh")], capture_output=True,
+                       text=True, check=True, timeout=60)
+    assert "usage: cpu-schedule.sh EPOCHS" in err.value.stderr
