@@ -475,3 +475,10 @@ def test_set_reaches_into_a_list_of_data_entries(tiny_set, tmp_path):
                          ("data.repeat=3", r"'data' is a list: name a setting of one item \('data.0.<setting>'\)")):
         with pytest.raises(MLFuseError, match=message):
             build_config(defaults, file=f, sets=[bad])
+
+
+def test_model_card_counts_pairs_once_and_names_the_repeat(tiny_set):
+    from mlfuse.train.card import _data_lines
+
+    lines = _data_lines([{"root": str(tiny_set), "names": ["1", "2"], "repeat": 4}, {"root": str(tiny_set)}])
+    assert lines[0].endswith(": 2 pairs, 4 crops of each per epoch") and lines[1].endswith(": 8 pairs")
