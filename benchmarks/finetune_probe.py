@@ -24,10 +24,8 @@ import torch
 from safetensors.torch import save_file
 
 import mlfuse
-from mlfuse.models.mlfuse.losses import DEFAULT_WEIGHTS, mlfuse_losses
-from mlfuse.models.mlfuse.recipe import _functional_saliency
-from mlfuse.train.config import read_config_file
-from mlfuse.train.data import PairCropDataset, collect_pairs
+from mlfuse.models.mlfuse.recipe import RECIPE
+from mlfuse.train.config import build_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,12 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    entries = read_config_file(args.config)["data"]
-    pairs = collect_pairs(entries[:1]) * args.repeat_first + collect_pairs(entries[1:])
-    data = PairCropDataset(pairs, 128, 7, extras={"saliency": _functional_saliency})
-    print(f"{args.name}: {len(pairs)} crops per epoch", flush=True)
+    # the recipe's own dataset (128 x 128 crops, VSM maps), Adam and losses; seed 7, a constant lr
+    cfg = build_config(RECIPE.defaults, file=args.config, sets=[f"data.0.repeat={args.repeat_first}"],
+                       overrides={"seed": 7, "lr": args.lr})
+    data = RECIPE.train_dataset(cfg)
+    print(f"{args.name}: {len(data)} crops per epoch", flush=True)
     net = mlfuse.create_model("mlfuse", weights=args.weights).train()
-    opt = torch.optim.Adam(net.parameters(), lr=args.lr, weight_decay=5e-5)
+    (opt,) = RECIPE.optimizers(net, cfg)
     order_rng = np.random.default_rng(0)
     args.out.mkdir(parents=True, exist_ok=True)
     step, epoch, t0 = 0, 0, time.perf_counter()
@@ -59,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(0, len(order) - 15, 16):
             items = [data[int(j)] for j in order[i:i + 16]]
             batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
-            x, y = batch["structural"], batch["functional"]
-            loss = mlfuse_losses(net(x, y), x, y, batch["saliency"], DEFAULT_WEIGHTS, path="fast")["total"]
+            loss = RECIPE.losses(net, batch, epoch, cfg)["total"]
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -133,7 +133,7 @@ class PairCropDataset(Dataset):
 
     def _arrays(self, index: int) -> dict[str, np.ndarray]:
         p = self.pairs[index]
-        key = (Path(p.structural), Path(p.functional))
+        key = (p.structural, p.functional)
         if key in self._store:
             return self._store[key]
         s, f = load_gray_u8(p.structural), load_gray_u8(p.functional)
