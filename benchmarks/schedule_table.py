@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -77,13 +78,32 @@ def crops_cell(data: list[dict]) -> str:
     return ", ".join(f"{r} {name(e)}" for e, r in zip(data, repeats, strict=True))
 
 
+def lr_sum(cfg: dict, steps: int) -> float:
+    """The learning rate summed over every optimiser step of a run (its schedule replayed as the recipe sets
+    it: ``authors`` cosine per epoch, ``cpu`` warm-up + cosine per step). With Adam, whose steps are
+    about lr in size whatever the gradient's scale, this is how far a weight can travel; the
+    night-scene analysis in ``results/train_schedule.md`` compares runs by it."""
+    from mlfuse.models.mlfuse.recipe import warmup_cosine_lr
+
+    epochs = int(cfg["epochs"])
+    per_epoch = steps / epochs
+    peak, floor = float(cfg["lr"]), float(cfg.get("eta_min", 0.0))
+    if cfg.get("schedule", "authors") == "authors":  # CosineAnnealingLR(T_max=epochs) stepped once per epoch
+        return per_epoch * sum(floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * e / epochs))
+                               for e in range(epochs))
+    spe = round(per_epoch)
+    return sum(warmup_cosine_lr(e + i / spe, epochs, float(cfg.get("warmup_epochs", 0.0)), peak, floor)
+               for e in range(epochs) for i in range(spe))
+
+
 def schedule_cells(cfg: dict, steps: int | None) -> list[str]:
     schedule = cfg.get("schedule", "authors")
     decay = "cosine per epoch" if schedule == "authors" else "cosine per step"
     n_steps = f"{steps:,}" if steps is not None else "?"
+    total = f"{lr_sum(cfg, steps):.2f}" if steps else "?"
     return [schedule, f"{int(cfg['epochs'])}", n_steps, f"{cfg['lr']:g}",
             f"{float(cfg.get('warmup_epochs', 0.0)):g} ep", f"{decay} to {float(cfg.get('eta_min', 0.0)):g}",
-            f"{cfg['batch_size']}", crops_cell(cfg.get("data") or [])]
+            total, f"{cfg['batch_size']}", crops_cell(cfg.get("data") or [])]
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -103,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     labels = [m["label"] for m in report["methods"]]
     weights = {m["label"]: m.get("weights") for m in report["methods"]}
     n_pairs = sum(ds["pairs"] for ds in report["datasets"])
-    head = ["release", "schedule", "epochs", "steps", "peak lr", "warm-up", "decay", "batch",
-            "crops/pair/epoch", *PAPER_METRICS]
+    head = ["release", "schedule", "epochs", "steps", "peak lr", "warm-up", "decay", "Σ lr",
+            "batch", "crops/pair/epoch", *PAPER_METRICS]
     sets = ", ".join(f"{ds['name']} {ds['pairs']}" for ds in report["datasets"])
     lines = [f"Harvard validation split, {n_pairs} pairs pooled ({sets}); "
              "bold: the best of the column.", "",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -61,11 +62,11 @@ def test_table_reads_the_schedule_from_the_release_and_the_curves_from_the_run(t
     rows = [ln for ln in text.splitlines() if ln.startswith(("| `mlfuse:", "| `abl`"))]
     # own-v1's schedule comes from its packaged weights' metadata: 12 epochs, 636 steps, lr 1e-3
     assert rows[0].startswith("| `mlfuse:own-v1` | authors | 12 | 636 | 0.001 | 0 ep | cosine per epoch to 0 "
-                              "| 16 | 1 |")
+                              "| 0.34 | 16 | 1 |")
     assert rows[1].startswith("| `mlfuse:paper` | authors | 501 | 13,527 | 0.0001 |")  # their BN counters
     assert rows[1].count("**") == 2 * 6  # the authors' row is best in every pooled column here
     # the file's metadata gives its schedule: schedule=cpu, 60 epochs, 3,180 steps, 2-epoch warm-up
-    assert rows[2].startswith("| `abl` | cpu | 60 | 3,180 | 0.001 | 2 ep | cosine per step to 1e-05 | 16 | 1 |")
+    assert rows[2].startswith("| `abl` | cpu | 60 | 3,180 | 0.001 | 2 ep | cosine per step to 1e-05 | 1.61 | 16 | 1 |")
     assert "40 pairs pooled (a val 10, b val 30)" in text
     curve = [ln for ln in text.splitlines() if ln.startswith(("| 1 | 53 |", "| 2 | 106 | 1.00e-03", "| 3 | 159 |"))]
     assert len(curve) == 3 and curve[2].endswith("| 0.08 |")  # epochs 1, 2 and the last; hours from seconds
@@ -74,6 +75,17 @@ def test_table_reads_the_schedule_from_the_release_and_the_curves_from_the_run(t
     assert table.release_config("v2", "own-v2")[1]["steps"] == "3180"
     with pytest.raises(SystemExit, match=r"abl: run/last\.pt is neither an MLFuse release nor a \.safetensors"):
         table.release_config("abl", "run/last.pt")
+
+
+def test_lr_sum_replays_each_schedule(table):
+    # authors: 27 steps an epoch at 0.5e-4 (1 + cos(pi e / 501)), e = 0..500; the cosines sum to 1
+    assert table.lr_sum(table.AUTHORS, table.AUTHORS_STEPS) == pytest.approx(27 * (501 * 0.5e-4 + 0.5e-4))
+    # cpu without warm-up or floor, 2 epochs of 2 steps: positions 0, 0.5, 1, 1.5 of a 2-epoch cosine
+    cfg = {"schedule": "cpu", "epochs": 2, "lr": 1.0, "eta_min": 0.0, "warmup_epochs": 0.0}
+    assert table.lr_sum(cfg, 4) == pytest.approx(sum(0.5 * (1 + math.cos(math.pi * p / 2)) for p in (0, .5, 1, 1.5)))
+    # a warm-up epoch of 2 steps ramps 1e-3 (the floor of the ramp) then 0.5 before the cosine
+    cfg["warmup_epochs"] = 1.0
+    assert table.lr_sum(cfg, 4) == pytest.approx(1e-3 + 0.5 + 1.0 + 0.5 * (1 + math.cos(math.pi * 0.5)))
 
 
 def test_crops_per_pair_names_the_repeated_entries(table):
