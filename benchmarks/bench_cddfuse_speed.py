@@ -13,8 +13,10 @@ Reports median wall and process-CPU seconds per forward (CPU time is what to com
 shared with other jobs: preemption does not count) at 480 x 640 (batch 1, fp32, torch's default threads unless
 ``--threads``), the ratios against ``authors``, max |fast - authors| on the raw output, and the error of
 bf16 autocast on the fast path (opt-in in mlfuse; slow on CPUs without native bf16, so measured on a
-smaller image unless ``--bf16-size`` says otherwise). Random weights (seeded): the speed does not depend
-on them, and the authors' checkpoint is not needed.
+smaller image unless ``--bf16-size`` says otherwise). Where the CPU has native bf16 (AVX-512 BF16 or AMX
+in ``/proc/cpuinfo``), ``fast-bf16`` (the fast path under ``torch.autocast("cpu", torch.bfloat16)``) is
+also timed in the rounds at the full size, with its error against ``authors``. Random weights (seeded):
+the speed does not depend on them, and the authors' checkpoint is not needed.
 
     nice -n 10 python benchmarks/bench_cddfuse_speed.py              # -> benchmarks/results/cddfuse_speed_cpu.json
     python benchmarks/bench_cddfuse_speed.py --size 240x320 --rounds 1 --out /tmp/speed.json
@@ -52,6 +54,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--bf16-size", default="120x160")
+    p.add_argument("--bf16-rounds", choices=("auto", "yes", "no"), default="auto",
+                   help="time fast-bf16 in the rounds: auto = where the CPU has native bf16")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "cddfuse_speed_cpu.json"))
     args = p.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -64,19 +68,27 @@ def main() -> None:
     torch.manual_seed(0)
     model = mlfuse.create_model("cddfuse", weights=None).eval()
     nets = {"authors": authors_model(model), "mlfuse-plain": model, "fast": optimize_for_inference(model)}
+    native_bf16 = any(flag in open("/proc/cpuinfo").read() for flag in ("avx512_bf16", "amx_bf16"))
+    if args.bf16_rounds == "yes" or (args.bf16_rounds == "auto" and native_bf16):
+        nets["fast-bf16"] = nets["fast"]
     h, w = (int(v) for v in args.size.lower().split("x"))
     g = torch.Generator().manual_seed(1)
     s, f = torch.rand(1, 1, h, w, generator=g), torch.rand(1, 1, h, w, generator=g)
+    def autocast(name: str) -> torch.autocast:
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=name.endswith("-bf16"))
+
     times: dict[str, list[float]] = {k: [] for k in nets}
     cpu: dict[str, list[float]] = {k: [] for k in nets}  # process CPU time: robust to other jobs' load
     outs = {}
     with torch.inference_mode():
-        for net in nets.values():  # warm-up (oneDNN primitives, allocator) on a small pair
-            net.fusion_forward(s[..., :64, :64].contiguous(), f[..., :64, :64].contiguous())
+        for k, net in nets.items():  # warm-up (oneDNN primitives, allocator) on a small pair
+            with autocast(k):
+                net.fusion_forward(s[..., :64, :64].contiguous(), f[..., :64, :64].contiguous())
         for r in range(args.rounds):
             for k, net in nets.items():
                 t, c = time.perf_counter(), time.process_time()
-                outs[k] = net.fusion_forward(s, f)
+                with autocast(k):
+                    outs[k] = net.fusion_forward(s, f).float()
                 times[k].append(time.perf_counter() - t)
                 cpu[k].append(time.process_time() - c)
                 print(f"round {r}: {k} {times[k][-1]:.2f} s wall, {cpu[k][-1]:.2f} s CPU", flush=True)
@@ -98,8 +110,7 @@ def main() -> None:
         "max_abs_diff_vs_authors": {k: float((outs[k] - outs["authors"]).abs().max()) for k in outs},
         "bf16_autocast_fast": {"size": [bh, bw], "max_abs_err_vs_fp32_authors": float((low - ref).abs().max()),
                                "mean_abs_err": float((low - ref).abs().mean()), "seconds": bf16_seconds,
-                               "cpu_native_bf16": any(flag in open("/proc/cpuinfo").read()
-                                                      for flag in ("avx512_bf16", "amx_bf16"))},
+                               "cpu_native_bf16": native_bf16},
         "reproduce": "nice -n 10 python benchmarks/bench_cddfuse_speed.py " + " ".join(sys.argv[1:]),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -61,6 +61,45 @@ def test_conv_activation_fusion_is_exact(act) -> None:
     assert y.requires_grad
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["onednn-bf16", "no-bf16"])
+def test_conv_activation_under_bf16_autocast(native, monkeypatch) -> None:
+    """Under bf16 CPU autocast the fused op runs in bf16 (activation before the rounding) where oneDNN has
+    bf16, else the eager pair runs as autocast would; either way a bf16 map within bf16 rounding."""
+    from mlfuse.inference import fastpath
+
+    if native and not fastpath._onednn_bf16():
+        pytest.skip("oneDNN has no bf16 convolution on this CPU (needs AVX-512 BW/VL/DQ)")
+    torch.manual_seed(3)
+    seq = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.GELU()).eval()
+    x = torch.randn(1, 16, 23, 29).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        exact = seq[1](seq[0](x))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            eager = seq[1](seq[0](x))
+        assert fuse_conv_activations(seq) == 1
+        monkeypatch.setattr(seq[0], "_bf16", native)
+        calls = []
+        monkeypatch.setattr(seq[0], "_op", lambda *a: calls.append(a) or fastpath._onednn_pointwise()(*a))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = seq(x)
+    assert out.dtype == torch.bfloat16 and len(calls) == int(native)
+    if native:
+        assert calls[0][0].dtype == calls[0][1].dtype == torch.bfloat16
+        assert _max_diff(out.float(), exact) <= _max_diff(eager.float(), exact) + 1e-2
+    else:
+        assert torch.equal(out, eager)
+
+
+def test_per_image_products_equal_the_batched_one() -> None:
+    from mlfuse.inference.fastpath import _per_image_mm
+
+    torch.manual_seed(4)
+    x = torch.randn(2, 50, 24)
+    q, k = x[..., :8], x[..., 8:16]  # strided slices, as in the attention
+    for a, b in ((q[:1].transpose(1, 2), k[:1]), (q.transpose(1, 2), k), (q, torch.randn(2, 8, 5))):
+        assert _max_diff(_per_image_mm(a, b), torch.matmul(a, b)) <= 1e-5
+
+
 def test_multi_slope_prelu_is_not_fused() -> None:
     seq = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.PReLU(4))
     assert fuse_conv_activations(seq) == 0

@@ -82,9 +82,19 @@ def _onednn_pointwise() -> Callable | None:
         return None
 
 
+def _onednn_bf16() -> bool:
+    """Whether oneDNN runs bf16 convolutions on this CPU (AVX-512 BW/VL/DQ at least; AMX where present)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 class ConvAct(nn.Module):
     """A ``Conv2d`` and the activation after it, as one oneDNN call with a post-op where possible
-    (CPU, float32, no autograd, no CPU autocast); otherwise the two modules in turn."""
+    (CPU, no autograd; float32 without CPU autocast, or under bf16 CPU autocast where oneDNN has bf16:
+    the convolution in bf16 as autocast would run it, the activation applied before the output is
+    rounded to bf16); otherwise the two modules in turn."""
 
     def __init__(self, conv: nn.Conv2d, act: nn.Module) -> None:
         super().__init__()
@@ -100,13 +110,26 @@ class ConvAct(nn.Module):
             self.scalars = []
         self.algorithm = act.approximate if isinstance(act, nn.GELU) else ""
         self._op = _onednn_pointwise()
+        self._bf16 = _onednn_bf16()
+        self._low: tuple = ()  # (weight version, bf16 weight, bf16 bias): cast once, not on every call
+
+    def _bf16_params(self) -> tuple[Tensor, Tensor | None]:
+        w, b = self.conv.weight, self.conv.bias
+        key = (w._version, w.data_ptr(), None if b is None else (b._version, b.data_ptr()))
+        if not self._low or self._low[0] != key:
+            self._low = (key, w.detach().to(torch.bfloat16), None if b is None else b.detach().to(torch.bfloat16))
+        return self._low[1], self._low[2]
 
     def forward(self, x: Tensor) -> Tensor:
         c = self.conv
-        if (self._op is not None and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
-                and not torch.is_grad_enabled() and cpu_autocast_dtype() is None):
-            return self._op(x, c.weight, c.bias, list(c.padding), list(c.stride), list(c.dilation), c.groups,
-                            self.attr, self.scalars, self.algorithm)
+        if self._op is not None and x.device.type == "cpu" and x.dim() == 4 and not torch.is_grad_enabled():
+            low = cpu_autocast_dtype()
+            args = (list(c.padding), list(c.stride), list(c.dilation), c.groups, self.attr, self.scalars,
+                    self.algorithm)
+            if low is None and x.dtype == torch.float32:
+                return self._op(x, c.weight, c.bias, *args)
+            if low == torch.bfloat16 and self._bf16 and x.dtype in (torch.float32, torch.bfloat16):
+                return self._op(x.to(torch.bfloat16), *self._bf16_params(), *args)
         return self.act(c(x))
 
 
@@ -163,6 +186,14 @@ def use_pointwise_gemm(model: nn.Module) -> int:
     return n
 
 
+def _per_image_mm(a: Tensor, b: Tensor) -> Tensor:
+    """``torch.matmul(a, b)`` for 3-D ``a, b`` as one 2-D product per image: a batched bf16 product
+    copies strided operands (the q/k/v slices of the qkv map) first, a 2-D one reads them in place."""
+    if a.shape[0] == 1:
+        return torch.mm(a[0], b[0]).unsqueeze(0)
+    return torch.stack([torch.mm(x, y) for x, y in zip(a, b, strict=True)])
+
+
 def _attend(op: nn.Module, qkv: Tensor, temperature: Tensor, heads: int, proj: nn.Conv2d) -> Tensor:
     """``proj(softmax(normalize(q) normalize(k)^T * T) v)`` (common §2.2) for ``q, k, v = qkv.chunk(3)``,
     with the output projection merged into the attention: ``M = P blockdiag(A)`` is one C x C matrix per
@@ -177,7 +208,7 @@ def _attend(op: nn.Module, qkv: Tensor, temperature: Tensor, heads: int, proj: n
     c, d = c3 // 3, c3 // 3 // heads
     x = qkv.permute(0, 2, 3, 1).reshape(b, h * w, c3)  # a view for channels-last input
     q, k, v = x[..., :c], x[..., c:2 * c], x[..., 2 * c:]
-    gram = torch.matmul(q.transpose(1, 2), k).view(b, heads, d, heads, d)
+    gram = _per_image_mm(q.transpose(1, 2), k).view(b, heads, d, heads, d)
     idx = torch.arange(heads, device=qkv.device)
     g = gram[:, idx, :, idx].transpose(0, 1)  # (B, heads, d, d): the diagonal blocks
     norms = x[..., :2 * c].square().sum(1).sqrt().clamp_min(1e-12)  # (B, 2C): |q_i|, |k_j|
@@ -187,7 +218,7 @@ def _attend(op: nn.Module, qkv: Tensor, temperature: Tensor, heads: int, proj: n
     for i in range(heads):
         block[:, i * d:(i + 1) * d, i * d:(i + 1) * d] = attn[:, i]
     m = torch.matmul(proj.weight.flatten(1).to(attn.dtype), block)  # (B, C, C)
-    out = torch.matmul(v, m.transpose(1, 2))  # (B, HW, C): channels-last pixels
+    out = _per_image_mm(v, m.transpose(1, 2))  # (B, HW, C): channels-last pixels
     if proj.bias is not None:
         out = out + proj.bias
     return out.view(b, h, w, c).permute(0, 3, 1, 2)
