@@ -13,6 +13,7 @@ Per weights, over every pair whose name ends in ``N`` (MSRS night scenes):
 Reproduce (MLFuse authors' checkpoint fetched as ``mlfuse weights fetch mlfuse-paper --url file://...``):
 
     python benchmarks/dark_detail.py --weights mlfuse-paper mlfuse-own-v1 mlfuse-own-v2 \
+        benchmarks/runs/mlfuse-cpu-30ep.safetensors \
         --out benchmarks/results/dark_detail.json
 """
 
