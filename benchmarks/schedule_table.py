@@ -79,8 +79,9 @@ def crops_cell(data: list[dict]) -> str:
 
 
 def lr_sum(cfg: dict, steps: int) -> float:
-    """The learning rate summed over every optimiser step of a run (its schedule replayed as the recipe sets
-    it: ``authors`` cosine per epoch, ``cpu`` warm-up + cosine per step). With Adam, whose steps are
+    """The learning rate summed over every optimiser step of a finished run of ``steps`` steps (its schedule
+    replayed as the recipe sets it: ``authors`` cosine per epoch, ``cpu`` warm-up + cosine per step; a
+    stopped run or an epoch snapshot needs the sum over its first steps instead). With Adam, whose steps are
     about lr in size whatever the gradient's scale, this is how far a weight can travel; the
     night-scene analysis in ``results/train_schedule.md`` compares runs by it."""
     from mlfuse.models.mlfuse.recipe import warmup_cosine_lr

@@ -5,7 +5,8 @@
 #   bash benchmarks/runs/cpu-schedule.sh EPOCHS [LR]                     # until done
 #   MAX_SECONDS=9000 bash benchmarks/runs/cpu-schedule.sh EPOCHS [LR]    # stop, checkpointed, after 9000 s of training
 #   THREADS=1 bash benchmarks/runs/cpu-schedule.sh EPOCHS [LR]           # on one core (default 2)
-# The run writes last.pt every 10 steps, and on SIGTERM (`pkill -TERM -f mlfuse-cpu-<EPOCHS>ep`) or when
+# The run writes last.pt every 10 steps, and on SIGTERM (`pkill -TERM -f "runs/mlfuse-cpu-<EPOCHS>ep "`,
+# the trailing space keeps 12ep from matching 120ep) or when
 # MAX_SECONDS is spent it finishes its step, writes last.pt and exits; commit the run folder's
 # {last.pt,*.csv,config.json} before a session ends so the next one resumes it. Every 2nd epoch's weights
 # stay beside them (epoch_NNNN.safetensors, not committed) for benchmarks/dark_detail.py: when, in the run,

@@ -16,7 +16,8 @@ def _args(script: str, tmp_path: Path, env: dict[str, str] | None = None) -> lis
     fake.parent.mkdir(exist_ok=True)
     fake.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')  # prints the arguments, one a line
     fake.chmod(0o755)
-    run_env = {**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}", **(env or {})}
+    outer = {k: v for k, v in os.environ.items() if k not in ("THREADS", "MAX_SECONDS")}  # the scripts' knobs
+    run_env = {**outer, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}", **(env or {})}
     done = subprocess.run(["bash", str(ROOT / "benchmarks" / "runs" / script)], env=run_env, capture_output=True,
                           text=True, check=True, timeout=60)
     return done.stdout.splitlines()

@@ -96,8 +96,32 @@ def test_per_image_products_equal_the_batched_one() -> None:
     torch.manual_seed(4)
     x = torch.randn(2, 50, 24)
     q, k = x[..., :8], x[..., 8:16]  # strided slices, as in the attention
-    for a, b in ((q[:1].transpose(1, 2), k[:1]), (q.transpose(1, 2), k), (q, torch.randn(2, 8, 5))):
+    for a, b in ((q[:1].transpose(1, 2), k[:1]), (q.transpose(1, 2), k), (q, torch.randn(2, 8, 5)),
+                 (q[:1], torch.randn(3, 8, 5))):  # the last broadcasts, as matmul does
+        assert _per_image_mm(a, b).shape == torch.matmul(a, b).shape
         assert _max_diff(_per_image_mm(a, b), torch.matmul(a, b)) <= 1e-5
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _max_diff(_per_image_mm(q.transpose(1, 2), k).float(), torch.matmul(q.transpose(1, 2), k)) < 0.5
+
+
+def test_fast_model_built_in_inference_mode_runs_under_bf16_autocast() -> None:
+    """Weights created inside inference_mode are inference tensors; the bf16 path must not need their
+    version counters, and must see a weight changed after a first call."""
+    torch.manual_seed(5)
+    seq = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()).eval()
+    x = torch.randn(1, 8, 17, 19).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        fast = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()).eval()
+        fast.load_state_dict(seq.state_dict())
+        fuse_conv_activations(fast)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            first = fast(x)
+            fast[0].conv.weight.mul_(-1)  # an in-place edit after a first bf16 call
+            second = fast(x)
+            seq[0].weight.data.mul_(-1)
+            expected = seq(x)
+    assert first.dtype == torch.bfloat16 and not torch.equal(first, second)
+    assert _max_diff(second.float(), expected.float()) <= 0.05
 
 
 def test_multi_slope_prelu_is_not_fused() -> None:

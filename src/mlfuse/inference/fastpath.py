@@ -7,8 +7,8 @@
   b' = (b - mean) * gamma / sqrt(var + eps) + beta; Ioffe & Szegedy 2015, eq. in Alg. 2);
 * every ``Conv2d`` followed by an activation (ReLU, single-slope PReLU, LeakyReLU, Sigmoid, Tanh,
   SiLU, GELU) in an ``nn.Sequential`` run as one oneDNN convolution with the activation as a
-  post-op on the CPU (float32, no autograd), saving a full pass over the feature map; elsewhere
-  the two modules run as before;
+  post-op on the CPU (float32 without autocast, or bf16 under CPU bf16 autocast where oneDNN has
+  bf16; no autograd), saving a full pass over the feature map; elsewhere the two modules run as before;
 * weights and activations in channels-last (NHWC) memory, the layout oneDNN's direct
   convolutions use, so no layout reorders happen around each convolution;
 * cache blocking on the CPU: a network with an exact tiling (:mod:`mlfuse.inference.tiling`) runs in tiles
@@ -111,14 +111,6 @@ class ConvAct(nn.Module):
         self.algorithm = act.approximate if isinstance(act, nn.GELU) else ""
         self._op = _onednn_pointwise()
         self._bf16 = _onednn_bf16()
-        self._low: tuple = ()  # (weight version, bf16 weight, bf16 bias): cast once, not on every call
-
-    def _bf16_params(self) -> tuple[Tensor, Tensor | None]:
-        w, b = self.conv.weight, self.conv.bias
-        key = (w._version, w.data_ptr(), None if b is None else (b._version, b.data_ptr()))
-        if not self._low or self._low[0] != key:
-            self._low = (key, w.detach().to(torch.bfloat16), None if b is None else b.detach().to(torch.bfloat16))
-        return self._low[1], self._low[2]
 
     def forward(self, x: Tensor) -> Tensor:
         c = self.conv
@@ -129,7 +121,9 @@ class ConvAct(nn.Module):
             if low is None and x.dtype == torch.float32:
                 return self._op(x, c.weight, c.bias, *args)
             if low == torch.bfloat16 and self._bf16 and x.dtype in (torch.float32, torch.bfloat16):
-                return self._op(x.to(torch.bfloat16), *self._bf16_params(), *args)
+                # weights cast on every call, as autocast does (microseconds; no cache to go stale)
+                bias = None if c.bias is None else c.bias.to(torch.bfloat16)
+                return self._op(x.to(torch.bfloat16), c.weight.to(torch.bfloat16), bias, *args)
         return self.act(c(x))
 
 
@@ -188,7 +182,10 @@ def use_pointwise_gemm(model: nn.Module) -> int:
 
 def _per_image_mm(a: Tensor, b: Tensor) -> Tensor:
     """``torch.matmul(a, b)`` for 3-D ``a, b`` as one 2-D product per image: a batched bf16 product
-    copies strided operands (the q/k/v slices of the qkv map) first, a 2-D one reads them in place."""
+    copies strided operands (the q/k/v slices of the qkv map) first, a 2-D one reads them in place.
+    Batches that would broadcast take ``torch.matmul``."""
+    if a.dim() != 3 or b.dim() != 3 or a.shape[0] != b.shape[0]:
+        return torch.matmul(a, b)
     if a.shape[0] == 1:
         return torch.mm(a[0], b[0]).unsqueeze(0)
     return torch.stack([torch.mm(x, y) for x, y in zip(a, b, strict=True)])
